@@ -1,0 +1,11 @@
+//! voxgate: a real-time voice media gateway for telephony voice agents on Plivo.
+//!
+//! The crate mirrors the flow of a call (see `DESIGN.md`): [`telephony`] speaks Plivo's
+//! protocol, [`audio`] holds the synchronous hot-path primitives (G.711, frames,
+//! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
+//! and [`http`] serves the control routes.
+
+pub mod audio;
+pub mod config;
+pub mod http;
+pub mod telephony;

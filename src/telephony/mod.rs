@@ -1,0 +1,3 @@
+//! Telephony providers. Plivo is the one voxgate speaks today.
+
+pub mod plivo;

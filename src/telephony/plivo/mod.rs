@@ -1,0 +1,3 @@
+//! Plivo: answer XML, signatures, the audio-stream WebSocket messages, REST.
+
+pub mod stream;

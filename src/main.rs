@@ -1,1 +1,2 @@
+//! The voxgate command line.
 fn main() {}

@@ -1,1 +1,374 @@
-//! placeholder
+//! The one typed configuration, parsed once at start.
+//!
+//! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
+//! environment (`VOXGATE_*`, and `PORT` for Cloud Run), then command-line flags. The file
+//! is read into raw serde structs that deny unknown keys, merged with the overrides, then
+//! [`RawConfig::validate`]d into typed values; startup fails loudly on anything wrong.
+//! Library code never reads the environment: `main` hands it in as a map.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::audio::pipeline::PipelineConfig;
+use crate::audio::vad::VadConfig;
+
+/// Where `serve` listens when nothing else is said.
+pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
+
+/// A configuration that cannot be used, and why.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file is not valid TOML or has an unknown key.
+    #[error("config file: {0}")]
+    File(#[from] toml::de::Error),
+    /// One setting has a bad value.
+    #[error("{key}: {reason}")]
+    Invalid {
+        /// The setting, as written in the file.
+        key: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+fn invalid(key: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key,
+        reason: reason.into(),
+    }
+}
+
+/// The file's shape: every key optional, unknown keys refused.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// `host:port` to listen on.
+    pub listen: Option<String>,
+    /// Public base URL Plivo reaches voxgate at (`https://…`).
+    pub public_url: Option<String>,
+    /// Folder for the database and recordings.
+    pub data_dir: Option<PathBuf>,
+    /// Audio pipeline settings.
+    #[serde(default)]
+    pub audio: RawAudio,
+}
+
+/// `[audio]` in the file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudio {
+    /// DSP worker threads; 0 = one per core.
+    pub workers: Option<usize>,
+    /// Frames (20 ms each) a call may queue towards its worker.
+    pub input_queue_frames: Option<usize>,
+    /// Frames each output queue of a call holds.
+    pub output_queue_frames: Option<usize>,
+    /// webrtc-vad aggressiveness, 0 (least) to 3 (most).
+    pub vad_mode: Option<u8>,
+    /// Voiced time before speech is declared started, ms.
+    pub vad_start_ms: Option<u32>,
+    /// Unvoiced time before speech is declared ended, ms.
+    pub vad_hangover_ms: Option<u32>,
+}
+
+/// Overrides from the command line (highest precedence).
+#[derive(Debug, Default, Clone)]
+pub struct CliOverrides {
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--public-url`.
+    pub public_url: Option<String>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address `serve` binds.
+    pub listen: SocketAddr,
+    /// Public base URL, without a trailing `/`; `None` until set.
+    pub public_url: Option<String>,
+    /// Folder for the database and recordings.
+    pub data_dir: PathBuf,
+    /// The audio pipeline.
+    pub pipeline: PipelineConfig,
+}
+
+impl RawConfig {
+    /// Parses a TOML file's text.
+    pub fn from_toml(text: &str) -> Result<Self, ConfigError> {
+        Ok(toml::from_str(text)?)
+    }
+
+    /// Applies `VOXGATE_*` variables (and `PORT`) from `env`, then the CLI overrides.
+    pub fn merge(
+        mut self,
+        env: &HashMap<String, String>,
+        cli: CliOverrides,
+    ) -> Result<Self, ConfigError> {
+        let get = |key: &str| {
+            env.get(key)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        fn number<T: std::str::FromStr>(
+            key: &'static str,
+            value: Option<String>,
+        ) -> Result<Option<T>, ConfigError> {
+            value
+                .map(|v| {
+                    v.parse()
+                        .map_err(|_| invalid(key, format!("{v:?} is not a number")))
+                })
+                .transpose()
+        }
+        if let Some(v) = get("VOXGATE_LISTEN") {
+            self.listen = Some(v);
+        } else if self.listen.is_none()
+            && let Some(port) = get("PORT")
+        {
+            // Cloud Run and friends: listen on every interface at the given port.
+            let port: u16 = port
+                .parse()
+                .map_err(|_| invalid("PORT", format!("{port:?} is not a port")))?;
+            self.listen =
+                Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).to_string());
+        }
+        if let Some(v) = get("VOXGATE_PUBLIC_URL") {
+            self.public_url = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_DATA_DIR") {
+            self.data_dir = Some(v.into());
+        }
+        let audio = &mut self.audio;
+        audio.workers =
+            number("VOXGATE_AUDIO_WORKERS", get("VOXGATE_AUDIO_WORKERS"))?.or(audio.workers);
+        audio.vad_mode = number("VOXGATE_VAD_MODE", get("VOXGATE_VAD_MODE"))?.or(audio.vad_mode);
+        audio.vad_start_ms =
+            number("VOXGATE_VAD_START_MS", get("VOXGATE_VAD_START_MS"))?.or(audio.vad_start_ms);
+        audio.vad_hangover_ms = number("VOXGATE_VAD_HANGOVER_MS", get("VOXGATE_VAD_HANGOVER_MS"))?
+            .or(audio.vad_hangover_ms);
+
+        self.listen = cli.listen.or(self.listen);
+        self.public_url = cli.public_url.or(self.public_url);
+        self.data_dir = cli.data_dir.or(self.data_dir);
+        Ok(self)
+    }
+
+    /// Checks every value and turns it into its typed form.
+    pub fn validate(self) -> Result<Config, ConfigError> {
+        let listen = match self.listen {
+            None => DEFAULT_LISTEN,
+            Some(text) => text.parse().map_err(|_| {
+                invalid(
+                    "listen",
+                    format!("{text:?} is not host:port (e.g. 127.0.0.1:8080)"),
+                )
+            })?,
+        };
+        let public_url = match self.public_url {
+            None => None,
+            Some(url) => {
+                let url = url.trim_end_matches('/').to_owned();
+                let rest = url
+                    .strip_prefix("https://")
+                    .or_else(|| url.strip_prefix("http://"))
+                    .ok_or_else(|| {
+                        invalid(
+                            "public_url",
+                            format!("{url:?} must start with https:// or http://"),
+                        )
+                    })?;
+                if rest.is_empty() || rest.contains(['?', '#', ' ']) {
+                    return Err(invalid(
+                        "public_url",
+                        format!("{url:?} must be a base URL: host and optional path"),
+                    ));
+                }
+                Some(url)
+            }
+        };
+        let data_dir = self.data_dir.unwrap_or_else(|| PathBuf::from("./data"));
+
+        let audio = self.audio;
+        let defaults = PipelineConfig::default();
+        let vad_defaults = VadConfig::default();
+        let queue = |key: &'static str, value: Option<usize>, default: usize| match value {
+            Some(0) => Err(invalid(key, "must be at least 1")),
+            Some(n) if n > 3_000 => Err(invalid(
+                key,
+                "more than a minute of frames is not a queue, it is a backlog",
+            )),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        };
+        let mut vad = vad_defaults;
+        if let Some(ms) = audio.vad_start_ms {
+            vad.start_ms = ms;
+        }
+        if let Some(ms) = audio.vad_hangover_ms {
+            vad.hangover_ms = ms;
+        }
+        if let Some(mode) = audio.vad_mode {
+            vad.mode = crate::audio::vad::VadMode::try_from(mode)
+                .map_err(|_| invalid("audio.vad_mode", format!("{mode} is not 0, 1, 2 or 3")))?;
+        }
+        vad.validate()
+            .map_err(|e| invalid("audio.vad_*", e.to_string()))?;
+        let pipeline = PipelineConfig {
+            workers: audio.workers.unwrap_or(defaults.workers),
+            input_capacity: queue(
+                "audio.input_queue_frames",
+                audio.input_queue_frames,
+                defaults.input_capacity,
+            )?,
+            output_capacity: queue(
+                "audio.output_queue_frames",
+                audio.output_queue_frames,
+                defaults.output_capacity,
+            )?,
+            pool_capacity: defaults.pool_capacity,
+            vad,
+        };
+        Ok(Config {
+            listen,
+            public_url,
+            data_dir,
+            pipeline,
+        })
+    }
+}
+
+impl Config {
+    /// Builds the configuration from a file's text (if any), the environment and the CLI.
+    pub fn load(
+        file: Option<&str>,
+        env: &HashMap<String, String>,
+        cli: CliOverrides,
+    ) -> Result<Self, ConfigError> {
+        let raw = match file {
+            Some(text) => RawConfig::from_toml(text)?,
+            None => RawConfig::default(),
+        };
+        raw.merge(env, cli)?.validate()
+    }
+
+    /// The effective configuration as TOML, for the start-up banner.
+    pub fn to_toml(&self) -> String {
+        let p = &self.pipeline;
+        let raw = RawConfig {
+            listen: Some(self.listen.to_string()),
+            public_url: self.public_url.clone(),
+            data_dir: Some(self.data_dir.clone()),
+            audio: RawAudio {
+                workers: Some(p.workers),
+                input_queue_frames: Some(p.input_capacity),
+                output_queue_frames: Some(p.output_capacity),
+                vad_mode: Some(p.vad.mode.into()),
+                vad_start_ms: Some(p.vad.start_ms),
+                vad_hangover_ms: Some(p.vad.hangover_ms),
+            },
+        };
+        toml::to_string(&raw).unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_listen_on_localhost_8080() {
+        let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+        assert_eq!(config.listen, DEFAULT_LISTEN);
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert!(config.public_url.is_none());
+    }
+
+    #[test]
+    fn port_means_every_interface_unless_listen_is_set() {
+        let config =
+            Config::load(None, &env(&[("PORT", "9000")]), CliOverrides::default()).unwrap();
+        assert_eq!(config.listen, "0.0.0.0:9000".parse().unwrap());
+        let both = env(&[("PORT", "9000"), ("VOXGATE_LISTEN", "127.0.0.1:7000")]);
+        let config = Config::load(None, &both, CliOverrides::default()).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:7000".parse().unwrap());
+        let file = Config::load(
+            Some("listen = \"127.0.0.1:6000\""),
+            &env(&[("PORT", "9000")]),
+            CliOverrides::default(),
+        );
+        assert_eq!(file.unwrap().listen, "127.0.0.1:6000".parse().unwrap());
+    }
+
+    #[test]
+    fn cli_beats_environment_beats_file() {
+        let file = "public_url = \"https://file.example\"\n[audio]\nworkers = 3\n";
+        let vars = env(&[
+            ("VOXGATE_PUBLIC_URL", "https://env.example/"),
+            ("VOXGATE_AUDIO_WORKERS", "5"),
+        ]);
+        let config = Config::load(Some(file), &vars, CliOverrides::default()).unwrap();
+        assert_eq!(config.public_url.as_deref(), Some("https://env.example"));
+        assert_eq!(config.pipeline.workers, 5);
+        let cli = CliOverrides {
+            public_url: Some("https://cli.example".into()),
+            ..CliOverrides::default()
+        };
+        let config = Config::load(Some(file), &vars, cli).unwrap();
+        assert_eq!(config.public_url.as_deref(), Some("https://cli.example"));
+    }
+
+    #[test]
+    fn bad_values_fail_loudly_naming_the_key() {
+        let cases = [
+            ("listen = \"nowhere\"", "listen"),
+            ("public_url = \"ftp://x\"", "public_url"),
+            ("public_url = \"https://x/?a=b\"", "public_url"),
+            (
+                "[audio]\ninput_queue_frames = 0",
+                "audio.input_queue_frames",
+            ),
+            ("[audio]\nvad_mode = 9", "audio.vad_mode"),
+        ];
+        for (file, key) in cases {
+            let err = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{file:?}: {err}");
+        }
+        let err =
+            Config::load(Some("listn = \"x\""), &env(&[]), CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().contains("unknown field"), "{err}");
+        let err =
+            Config::load(None, &env(&[("PORT", "http")]), CliOverrides::default()).unwrap_err();
+        assert!(err.to_string().starts_with("PORT"), "{err}");
+    }
+
+    #[test]
+    fn every_shipped_example_parses_and_round_trips() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let text = std::fs::read_to_string(&path).unwrap();
+            let config = Config::load(Some(&text), &env(&[]), CliOverrides::default())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let again =
+                Config::load(Some(&config.to_toml()), &env(&[]), CliOverrides::default()).unwrap();
+            assert_eq!(again.to_toml(), config.to_toml());
+            seen += 1;
+        }
+        assert!(seen >= 1);
+    }
+}

@@ -5,6 +5,8 @@
 //! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
 //! and [`http`] serves the control routes.
 
+#![forbid(unsafe_code)]
+
 pub mod audio;
 pub mod config;
 pub mod http;

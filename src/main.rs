@@ -1,2 +1,129 @@
-//! The voxgate command line.
-fn main() {}
+//! The voxgate command line: `voxgate serve`.
+//!
+//! `main` only parses flags, loads the configuration (file + environment + flags), sets up
+//! tracing, binds and hands over to the library; every decision lives in the library.
+
+#![forbid(unsafe_code)]
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+use voxgate::audio::pipeline::Pipeline;
+use voxgate::config::{CliOverrides, Config};
+use voxgate::http::{self, AppState};
+
+#[derive(Parser)]
+#[command(
+    name = "voxgate",
+    version,
+    about = "Real-time voice media gateway for Plivo voice agents"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        /// TOML configuration file.
+        #[arg(long, env = "VOXGATE_CONFIG")]
+        config: Option<PathBuf>,
+        /// Address to listen on (default: $PORT on 0.0.0.0, else 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        /// Public base URL Plivo reaches voxgate at.
+        #[arg(long)]
+        public_url: Option<String>,
+        /// Folder for the database and recordings (default ./data).
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    match Cli::parse().command {
+        Command::Serve {
+            config,
+            listen,
+            public_url,
+            data_dir,
+        } => {
+            let text = match &config {
+                Some(path) => Some(
+                    std::fs::read_to_string(path)
+                        .with_context(|| format!("reading config file {}", path.display()))?,
+                ),
+                None => None,
+            };
+            let env: HashMap<String, String> = std::env::vars().collect();
+            let cli = CliOverrides {
+                listen,
+                public_url,
+                data_dir,
+            };
+            let config =
+                Config::load(text.as_deref(), &env, cli).context("invalid configuration")?;
+            serve(config).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    println!(
+        "voxgate {} configuration:\n{}",
+        env!("CARGO_PKG_VERSION"),
+        config.to_toml()
+    );
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let pipeline = Pipeline::start(config.pipeline).context("starting the DSP pipeline")?;
+    tracing::info!(
+        listen = %listener.local_addr()?,
+        dsp_workers = pipeline.workers(),
+        "voxgate is serving"
+    );
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+    let state = Arc::new(AppState { config, pipeline });
+    http::run(listener, state, shutdown).await?;
+    tracing::info!("voxgate stopped");
+    Ok(())
+}
+
+/// Cancels `shutdown` on SIGTERM or Ctrl-C.
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(term) => term,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    shutdown.cancel();
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+    tracing::info!("shutdown signal received");
+    shutdown.cancel();
+}

@@ -7,6 +7,7 @@ pub enum VadEvent {
 }
 #[derive(Debug, Clone, Copy, Default)]
 pub struct VadConfig {
+    pub mode: VadMode,
     pub start_ms: u32,
     pub hangover_ms: u32,
 }
@@ -60,5 +61,35 @@ impl VoiceDetector {
     }
     pub fn reset(&mut self) {
         self.speaking = false
+    }
+}
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VadMode {
+    Quality,
+    LowBitrate,
+    #[default]
+    Aggressive,
+    VeryAggressive,
+}
+impl TryFrom<u8> for VadMode {
+    type Error = VadError;
+    fn try_from(v: u8) -> Result<Self, VadError> {
+        Ok(match v {
+            0 => Self::Quality,
+            1 => Self::LowBitrate,
+            2 => Self::Aggressive,
+            3 => Self::VeryAggressive,
+            _ => return Err(VadError::Bad),
+        })
+    }
+}
+impl From<VadMode> for u8 {
+    fn from(m: VadMode) -> u8 {
+        m as u8
+    }
+}
+impl VadConfig {
+    pub fn validate(&self) -> Result<(), VadError> {
+        Ok(())
     }
 }

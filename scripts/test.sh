@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# One command from a fresh Debian machine to the whole test suite: installs what is
+# missing, starts Redis if none answers on 127.0.0.1:6379, runs every test, checks that
+# benches and fuzz targets build, and runs a short smoke of each fuzz target.
+# Exits non-zero when anything fails.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VOXGATE_SETUP_TEST=1 source scripts/setup.sh
+
+if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
+  echo "test: starting redis-server on 127.0.0.1:6379"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+  for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
+fi
+
+echo "== cargo test"
+cargo test --locked --all-targets
+echo "== benches compile"
+cargo bench --locked --no-run
+
+if [ "${VOXGATE_SKIP_FUZZ:-0}" != 1 ]; then
+  echo "== fuzz smoke (${VOXGATE_FUZZ_SECONDS:-10} s per target)"
+  command -v cargo-fuzz >/dev/null 2>&1 || cargo install --locked cargo-fuzz
+  (
+    cd fuzz
+    for target in $(RUSTC_BOOTSTRAP=1 cargo fuzz list); do
+      RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" -- -max_total_time="${VOXGATE_FUZZ_SECONDS:-10}" \
+        -max_len=70000 2>&1 | tail -n 2
+    done
+  )
+fi
+echo "test: all passed"

@@ -16,7 +16,11 @@ use voxgate::audio::vad::{VadConfig, VoiceDetector};
 use voxgate::telephony::plivo::stream::{Inbound, MediaFormat, decode_payload, parse_inbound};
 
 fn dialogue_ulaw() -> Vec<u8> {
-    std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/audio/dialogue.ulaw")).expect("dialogue fixture")
+    std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audio/dialogue.ulaw"
+    ))
+    .expect("dialogue fixture")
 }
 
 fn media_messages(audio: &[u8]) -> Vec<String> {
@@ -53,10 +57,18 @@ fn g711_benches(c: &mut Criterion) {
     let mut out = [0i16; FRAME_SAMPLES_8K];
     let mut bytes = [0u8; FRAME_SAMPLES_8K];
     let mut group = c.benchmark_group("g711_per_frame");
-    group.bench_function("ulaw_decode", |b| b.iter(|| g711::decode_ulaw(black_box(&codes), &mut out)));
-    group.bench_function("ulaw_encode", |b| b.iter(|| g711::encode_ulaw(black_box(&pcm), &mut bytes)));
-    group.bench_function("alaw_decode", |b| b.iter(|| g711::decode_alaw(black_box(&codes), &mut out)));
-    group.bench_function("alaw_encode", |b| b.iter(|| g711::encode_alaw(black_box(&pcm), &mut bytes)));
+    group.bench_function("ulaw_decode", |b| {
+        b.iter(|| g711::decode_ulaw(black_box(&codes), &mut out))
+    });
+    group.bench_function("ulaw_encode", |b| {
+        b.iter(|| g711::encode_ulaw(black_box(&pcm), &mut bytes))
+    });
+    group.bench_function("alaw_decode", |b| {
+        b.iter(|| g711::decode_alaw(black_box(&codes), &mut out))
+    });
+    group.bench_function("alaw_encode", |b| {
+        b.iter(|| g711::encode_alaw(black_box(&pcm), &mut bytes))
+    });
     group.finish();
 }
 
@@ -67,8 +79,16 @@ fn parse_benches(c: &mut Criterion) {
     let mut pcm = [0i16; 320];
     c.bench_function("plivo_media_parse_and_decode", |b| {
         b.iter(|| {
-            let Ok(Inbound::Media(media)) = parse_inbound(black_box(text)) else { unreachable!() };
-            decode_payload(&media.media.payload, MediaFormat::MuLaw8k, &mut scratch, &mut pcm).unwrap()
+            let Ok(Inbound::Media(media)) = parse_inbound(black_box(text)) else {
+                unreachable!()
+            };
+            decode_payload(
+                &media.media.payload,
+                MediaFormat::MuLaw8k,
+                &mut scratch,
+                &mut pcm,
+            )
+            .unwrap()
         })
     });
 }
@@ -101,18 +121,28 @@ fn resample_benches(c: &mut Criterion) {
             .map(|i| ((i as f32 * 0.3).sin() * 8_000.0) as i16)
             .collect();
         let mut output = vec![0i16; resampler.output_chunk()];
-        group.bench_function(name, |b| b.iter(|| resampler.process(black_box(&input), &mut output).unwrap()));
+        group.bench_function(name, |b| {
+            b.iter(|| resampler.process(black_box(&input), &mut output).unwrap())
+        });
     }
     group.finish();
 }
 
 /// Decode one Plivo message into a pooled frame and push it to the call's worker.
 fn feed(pipeline: &Pipeline, call: &CallHandle, text: &str, scratch: &mut [u8]) {
-    let Ok(Inbound::Media(media)) = parse_inbound(text) else { unreachable!() };
+    let Ok(Inbound::Media(media)) = parse_inbound(text) else {
+        unreachable!()
+    };
     let mut frame = pipeline.pool().get();
     frame.timestamp_ms = media.media.timestamp;
     frame.chunk = media.media.chunk;
-    let n = decode_payload(&media.media.payload, MediaFormat::MuLaw8k, scratch, frame.fill(8_000, 320)).unwrap();
+    let n = decode_payload(
+        &media.media.payload,
+        MediaFormat::MuLaw8k,
+        scratch,
+        frame.fill(8_000, 320),
+    )
+    .unwrap();
     frame.fill(8_000, n);
     call.push(frame);
 }
@@ -135,7 +165,10 @@ fn drain(call: &CallHandle) {
 fn inbound_path_benches(c: &mut Criterion) {
     let messages = media_messages(&dialogue_ulaw());
     let pipeline = Pipeline::start(PipelineConfig::default()).unwrap();
-    let options = CallOptions { stt_16k: true, record: true };
+    let options = CallOptions {
+        stt_16k: true,
+        record: true,
+    };
     let mut group = c.benchmark_group("inbound_path");
     group.measurement_time(Duration::from_secs(8));
     let mut scratch = [0u8; 1024];
@@ -151,7 +184,12 @@ fn inbound_path_benches(c: &mut Criterion) {
             while done < iters {
                 let batch = (iters - done).min(calls.len() as u64) as usize;
                 for call in &calls[..batch] {
-                    feed(&pipeline, call, &messages[next % messages.len()], &mut scratch);
+                    feed(
+                        &pipeline,
+                        call,
+                        &messages[next % messages.len()],
+                        &mut scratch,
+                    );
                     next += 1;
                 }
                 for call in &calls[..batch] {
@@ -168,7 +206,12 @@ fn inbound_path_benches(c: &mut Criterion) {
     let call = pipeline.join(options).unwrap();
     group.bench_function("one_frame_round_trip_1_call", |b| {
         b.iter(|| {
-            feed(&pipeline, &call, &messages[next % messages.len()], &mut scratch);
+            feed(
+                &pipeline,
+                &call,
+                &messages[next % messages.len()],
+                &mut scratch,
+            );
             next += 1;
             drain(&call);
         })

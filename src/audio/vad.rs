@@ -95,6 +95,37 @@ impl VadMode {
     }
 }
 
+impl TryFrom<u8> for VadMode {
+    type Error = VadError;
+
+    /// webrtc-vad's numbering: 0 (least aggressive) to 3 (most).
+    fn try_from(mode: u8) -> Result<Self, VadError> {
+        Ok(match mode {
+            0 => Self::Quality,
+            1 => Self::LowBitrate,
+            2 => Self::Aggressive,
+            3 => Self::VeryAggressive,
+            _ => {
+                return Err(VadError::Config {
+                    field: "mode",
+                    reason: "must be 0, 1, 2 or 3",
+                });
+            }
+        })
+    }
+}
+
+impl From<VadMode> for u8 {
+    fn from(mode: VadMode) -> u8 {
+        match mode {
+            VadMode::Quality => 0,
+            VadMode::LowBitrate => 1,
+            VadMode::Aggressive => 2,
+            VadMode::VeryAggressive => 3,
+        }
+    }
+}
+
 /// Detector settings. Plain data: `Copy` and `Send`, built once from the service config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VadConfig {

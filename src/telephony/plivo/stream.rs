@@ -193,18 +193,27 @@ pub fn encode_payload(
 }
 
 /// A number Plivo sends sometimes as a JSON number, sometimes as a string (`"820"`).
+/// A visitor, not an untagged enum: untagged enums buffer their input and allocate.
 fn flexible_u64<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Flex<'a> {
-        Number(u64),
-        #[serde(borrow)]
-        Text(Cow<'a, str>),
+    struct Flexible;
+    impl de::Visitor<'_> for Flexible {
+        type Value = u64;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a non-negative integer, as a number or a string")
+        }
+        fn visit_u64<E: de::Error>(self, n: u64) -> Result<u64, E> {
+            Ok(n)
+        }
+        fn visit_i64<E: de::Error>(self, n: i64) -> Result<u64, E> {
+            u64::try_from(n).map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<u64, E> {
+            s.trim()
+                .parse()
+                .map_err(|_| E::invalid_value(de::Unexpected::Str(s), &self))
+        }
     }
-    match Flex::deserialize(d)? {
-        Flex::Number(n) => Ok(n),
-        Flex::Text(s) => s.trim().parse().map_err(de::Error::custom),
-    }
+    d.deserialize_any(Flexible)
 }
 
 fn flexible_u64_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {

@@ -1,7 +1,7 @@
 use std::time::Instant;
 
 use super::*;
-use crate::audio::frame::FRAME_MS;
+use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
 
 fn small(workers: usize) -> PipelineConfig {
     PipelineConfig {
@@ -228,4 +228,73 @@ fn calls_are_spread_over_workers() {
         .collect();
     assert_eq!(per_worker, [3, 3]);
     drop(calls);
+}
+
+#[test]
+fn dialogue_turns_come_out_as_vad_events_in_order() {
+    let audio = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audio/dialogue.ulaw"
+    ))
+    .unwrap();
+    let pipeline = Pipeline::start(small(2)).unwrap();
+    let call = pipeline.join(CallOptions::default()).unwrap();
+    let mut events = Vec::new();
+    for (i, codes) in audio.chunks_exact(FRAME_SAMPLES_8K).enumerate() {
+        let mut f = pipeline.pool().get();
+        crate::audio::g711::decode_ulaw(codes, f.fill(8_000, FRAME_SAMPLES_8K)).unwrap();
+        f.timestamp_ms = i as u64 * FRAME_MS;
+        f.chunk = i as u64 + 1;
+        call.push(f);
+        // Pace a little so the input queue never overflows.
+        wait_until("frame", || call.input_depth() < 40);
+        events.extend(std::iter::from_fn(|| call.pop_event()));
+    }
+    let frames = (audio.len() / FRAME_SAMPLES_8K) as u64;
+    wait_until("all frames", || {
+        call.stats().frames_processed.load(Ordering::Relaxed) == frames
+    });
+    events.extend(std::iter::from_fn(|| call.pop_event()));
+    let starts: Vec<u64> = events
+        .iter()
+        .filter_map(|e| match e {
+            VadEvent::SpeechStarted { onset_ms, .. } => Some(*onset_ms),
+            _ => None,
+        })
+        .collect();
+    let ends = events
+        .iter()
+        .filter(|e| matches!(e, VadEvent::SpeechEnded { .. }))
+        .count();
+    // The fixture's five turns (fixtures/audio/dialogue_segments.json), each within 60 ms.
+    let truth = [512, 4040, 6802, 10391, 13857];
+    assert_eq!(starts.len(), 5, "{events:?}");
+    assert_eq!(ends, 5, "{events:?}");
+    for (got, want) in starts.iter().zip(truth) {
+        assert!(got.abs_diff(want) <= 60, "onset {got} vs {want}");
+    }
+}
+
+#[tokio::test]
+async fn an_async_consumer_is_woken_by_vad_events() {
+    let audio = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audio/utterance_1.ulaw"
+    ))
+    .unwrap();
+    let pipeline = Pipeline::start(small(1)).unwrap();
+    let call = pipeline.join(CallOptions::default()).unwrap();
+    for (i, codes) in audio.chunks_exact(FRAME_SAMPLES_8K).take(40).enumerate() {
+        let mut f = pipeline.pool().get();
+        crate::audio::g711::decode_ulaw(codes, f.fill(8_000, FRAME_SAMPLES_8K)).unwrap();
+        f.timestamp_ms = i as u64 * FRAME_MS;
+        call.push(f);
+    }
+    tokio::time::timeout(Duration::from_secs(5), call.events_ready())
+        .await
+        .expect("woken by the speech start");
+    assert!(matches!(
+        call.pop_event(),
+        Some(VadEvent::SpeechStarted { .. })
+    ));
 }

@@ -154,7 +154,8 @@ fn drain(call: &CallHandle) {
             black_box(rec);
             break;
         }
-        std::hint::spin_loop();
+        // Yield, not spin: on 2 cores a spinning feeder would starve the DSP workers.
+        std::thread::yield_now();
     }
     while let Some(wide) = call.pop_stt() {
         black_box(wide);

@@ -1,3 +1,4 @@
 //! Plivo: answer XML, signatures, the audio-stream WebSocket messages, REST.
 
+pub mod signature;
 pub mod stream;

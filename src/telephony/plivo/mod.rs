@@ -1,4 +1,5 @@
 //! Plivo: answer XML, signatures, the audio-stream WebSocket messages, REST.
 
+pub mod answer;
 pub mod signature;
 pub mod stream;

@@ -9,6 +9,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -55,6 +56,44 @@ pub struct RawConfig {
     /// Audio pipeline settings.
     #[serde(default)]
     pub audio: RawAudio,
+    /// Plivo account and signature settings.
+    #[serde(default)]
+    pub plivo: RawPlivo,
+    /// Per-call session settings and server limits.
+    #[serde(default)]
+    pub session: RawSession,
+}
+
+/// `[plivo]` in the file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPlivo {
+    /// Auth ID (`MA…`/`SA…`), for the REST API.
+    pub auth_id: Option<String>,
+    /// Auth token(s): signatures are checked against each; the first is used for REST.
+    pub auth_tokens: Option<Vec<String>>,
+    /// Check Plivo's V3 signatures (default: whenever an auth token is set).
+    pub verify_signatures: Option<bool>,
+}
+
+/// `[session]` in the file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    /// Calls served at once; beyond it the answer URL refuses (busy).
+    pub max_calls: Option<usize>,
+    /// How far ahead of real time agent audio is sent, ms.
+    pub playout_lead_ms: Option<u64>,
+    /// How long to wait for `playedStream` after a turn's audio should have played, ms.
+    pub checkpoint_timeout_ms: Option<u64>,
+    /// No media for this long closes the stream, seconds.
+    pub idle_timeout_secs: Option<u64>,
+    /// A socket that does not take a message for this long is closed, ms.
+    pub write_timeout_ms: Option<u64>,
+    /// On shutdown, how long live calls may go on before they are closed, seconds.
+    pub drain_timeout_secs: Option<u64>,
+    /// Out-of-order media chunks held back to restore their order.
+    pub reorder_window_frames: Option<usize>,
 }
 
 /// `[audio]` in the file.
@@ -84,6 +123,8 @@ pub struct CliOverrides {
     pub public_url: Option<String>,
     /// `--data-dir`.
     pub data_dir: Option<PathBuf>,
+    /// `--no-verify-signatures` (local development only).
+    pub no_verify_signatures: bool,
 }
 
 /// The validated configuration.
@@ -97,6 +138,67 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// The audio pipeline.
     pub pipeline: PipelineConfig,
+    /// Plivo account settings.
+    pub plivo: PlivoConfig,
+    /// Per-call session settings and limits.
+    pub session: SessionConfig,
+}
+
+/// Plivo account settings.
+#[derive(Clone, Default)]
+pub struct PlivoConfig {
+    /// Auth ID, for the REST API.
+    pub auth_id: Option<String>,
+    /// Auth tokens signatures are checked against.
+    pub auth_tokens: Vec<String>,
+    /// Whether signatures are enforced.
+    pub verify_signatures: bool,
+}
+
+impl std::fmt::Debug for PlivoConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PlivoConfig")
+            .field("auth_id", &self.auth_id)
+            .field(
+                "auth_tokens",
+                &format_args!("[{} redacted]", self.auth_tokens.len()),
+            )
+            .field("verify_signatures", &self.verify_signatures)
+            .finish()
+    }
+}
+
+/// Per-call session settings and server limits.
+#[derive(Debug, Clone, Copy)]
+pub struct SessionConfig {
+    /// Calls served at once.
+    pub max_calls: usize,
+    /// How far ahead of real time agent audio is sent.
+    pub playout_lead: Duration,
+    /// Grace for `playedStream` after a turn should have played.
+    pub checkpoint_timeout: Duration,
+    /// No media for this long closes the stream.
+    pub idle_timeout: Duration,
+    /// A socket that does not take a message for this long is closed.
+    pub write_timeout: Duration,
+    /// How long live calls may go on after a shutdown signal.
+    pub drain_timeout: Duration,
+    /// Out-of-order media chunks held back to restore their order.
+    pub reorder_window: usize,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        Self {
+            max_calls: 200,
+            playout_lead: Duration::from_millis(200),
+            checkpoint_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(20),
+            write_timeout: Duration::from_secs(5),
+            drain_timeout: Duration::from_secs(30),
+            reorder_window: 4,
+        }
+    }
 }
 
 impl RawConfig {
@@ -154,9 +256,48 @@ impl RawConfig {
         audio.vad_hangover_ms = number("VOXGATE_VAD_HANGOVER_MS", get("VOXGATE_VAD_HANGOVER_MS"))?
             .or(audio.vad_hangover_ms);
 
+        if let Some(v) = get("VOXGATE_PLIVO_AUTH_ID").or_else(|| get("PLIVO_AUTH_ID")) {
+            self.plivo.auth_id = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_PLIVO_AUTH_TOKEN").or_else(|| get("PLIVO_AUTH_TOKEN")) {
+            self.plivo.auth_tokens = Some(v.split(',').map(|t| t.trim().to_owned()).collect());
+        }
+        if let Some(v) = get("VOXGATE_VERIFY_SIGNATURES") {
+            let on = match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(invalid(
+                        "VOXGATE_VERIFY_SIGNATURES",
+                        format!("{v:?} is not true or false"),
+                    ));
+                }
+            };
+            self.plivo.verify_signatures = Some(on);
+        }
+        let session = &mut self.session;
+        session.max_calls =
+            number("VOXGATE_MAX_CALLS", get("VOXGATE_MAX_CALLS"))?.or(session.max_calls);
+        session.playout_lead_ms =
+            number("VOXGATE_PLAYOUT_LEAD_MS", get("VOXGATE_PLAYOUT_LEAD_MS"))?
+                .or(session.playout_lead_ms);
+        session.idle_timeout_secs = number(
+            "VOXGATE_IDLE_TIMEOUT_SECS",
+            get("VOXGATE_IDLE_TIMEOUT_SECS"),
+        )?
+        .or(session.idle_timeout_secs);
+        session.drain_timeout_secs = number(
+            "VOXGATE_DRAIN_TIMEOUT_SECS",
+            get("VOXGATE_DRAIN_TIMEOUT_SECS"),
+        )?
+        .or(session.drain_timeout_secs);
+
         self.listen = cli.listen.or(self.listen);
         self.public_url = cli.public_url.or(self.public_url);
         self.data_dir = cli.data_dir.or(self.data_dir);
+        if cli.no_verify_signatures {
+            self.plivo.verify_signatures = Some(false);
+        }
         Ok(self)
     }
 
@@ -235,11 +376,91 @@ impl RawConfig {
             pool_capacity: defaults.pool_capacity,
             vad,
         };
+        let tokens: Vec<String> = self
+            .plivo
+            .auth_tokens
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect();
+        let verify_signatures = match self.plivo.verify_signatures {
+            Some(true) if tokens.is_empty() => {
+                return Err(invalid(
+                    "plivo.verify_signatures",
+                    "is on but no plivo.auth_tokens are set",
+                ));
+            }
+            Some(on) => on,
+            None => !tokens.is_empty(),
+        };
+        let plivo = PlivoConfig {
+            auth_id: self.plivo.auth_id.filter(|id| !id.is_empty()),
+            auth_tokens: tokens,
+            verify_signatures,
+        };
+
+        let raw = self.session;
+        let d = SessionConfig::default();
+        let ms = |key: &'static str, value: Option<u64>, default: Duration, max: u64| match value {
+            Some(0) => Err(invalid(key, "must be more than 0")),
+            Some(v) if v > max => Err(invalid(key, format!("must be at most {max}"))),
+            Some(v) => Ok(Duration::from_millis(v)),
+            None => Ok(default),
+        };
+        let session = SessionConfig {
+            max_calls: match raw.max_calls {
+                Some(0) => return Err(invalid("session.max_calls", "must be at least 1")),
+                Some(n) => n,
+                None => d.max_calls,
+            },
+            playout_lead: ms(
+                "session.playout_lead_ms",
+                raw.playout_lead_ms,
+                d.playout_lead,
+                5_000,
+            )?,
+            checkpoint_timeout: ms(
+                "session.checkpoint_timeout_ms",
+                raw.checkpoint_timeout_ms,
+                d.checkpoint_timeout,
+                60_000,
+            )?,
+            idle_timeout: ms(
+                "session.idle_timeout_secs",
+                raw.idle_timeout_secs.map(|s| s.saturating_mul(1000)),
+                d.idle_timeout,
+                3_600_000,
+            )?,
+            write_timeout: ms(
+                "session.write_timeout_ms",
+                raw.write_timeout_ms,
+                d.write_timeout,
+                60_000,
+            )?,
+            drain_timeout: ms(
+                "session.drain_timeout_secs",
+                raw.drain_timeout_secs.map(|s| s.saturating_mul(1000)),
+                d.drain_timeout,
+                3_600_000,
+            )?,
+            reorder_window: match raw.reorder_window_frames {
+                Some(n) if n > 50 => {
+                    return Err(invalid(
+                        "session.reorder_window_frames",
+                        "must be at most 50",
+                    ));
+                }
+                Some(n) => n,
+                None => d.reorder_window,
+            },
+        };
         Ok(Config {
             listen,
             public_url,
             data_dir,
             pipeline,
+            plivo,
+            session,
         })
     }
 }
@@ -258,9 +479,10 @@ impl Config {
         raw.merge(env, cli)?.validate()
     }
 
-    /// The effective configuration as TOML, for the start-up banner.
+    /// The effective configuration as TOML, for the start-up banner. Secrets are left out.
     pub fn to_toml(&self) -> String {
         let p = &self.pipeline;
+        let s = &self.session;
         let raw = RawConfig {
             listen: Some(self.listen.to_string()),
             public_url: self.public_url.clone(),
@@ -272,6 +494,21 @@ impl Config {
                 vad_mode: Some(p.vad.mode.into()),
                 vad_start_ms: Some(p.vad.start_ms),
                 vad_hangover_ms: Some(p.vad.hangover_ms),
+            },
+            plivo: RawPlivo {
+                auth_id: self.plivo.auth_id.clone(),
+                // Never printed: the banner shows only whether tokens are set.
+                auth_tokens: None,
+                verify_signatures: Some(self.plivo.verify_signatures),
+            },
+            session: RawSession {
+                max_calls: Some(s.max_calls),
+                playout_lead_ms: Some(s.playout_lead.as_millis() as u64),
+                checkpoint_timeout_ms: Some(s.checkpoint_timeout.as_millis() as u64),
+                idle_timeout_secs: Some(s.idle_timeout.as_secs()),
+                write_timeout_ms: Some(s.write_timeout.as_millis() as u64),
+                drain_timeout_secs: Some(s.drain_timeout.as_secs()),
+                reorder_window_frames: Some(s.reorder_window),
             },
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -353,6 +590,63 @@ mod tests {
         let err =
             Config::load(None, &env(&[("PORT", "http")]), CliOverrides::default()).unwrap_err();
         assert!(err.to_string().starts_with("PORT"), "{err}");
+    }
+
+    #[test]
+    fn signatures_are_enforced_exactly_when_a_token_is_set() {
+        let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+        assert!(!config.plivo.verify_signatures);
+        let with_token = env(&[("PLIVO_AUTH_TOKEN", "tok-a, tok-b")]);
+        let config = Config::load(None, &with_token, CliOverrides::default()).unwrap();
+        assert!(config.plivo.verify_signatures);
+        assert_eq!(config.plivo.auth_tokens, ["tok-a", "tok-b"]);
+        assert!(!config.to_toml().contains("tok-a"), "tokens never printed");
+        assert!(
+            !format!("{config:?}").contains("tok-a"),
+            "tokens never logged"
+        );
+        let cli = CliOverrides {
+            no_verify_signatures: true,
+            ..CliOverrides::default()
+        };
+        assert!(
+            !Config::load(None, &with_token, cli)
+                .unwrap()
+                .plivo
+                .verify_signatures
+        );
+        let err = Config::load(
+            Some("[plivo]\nverify_signatures = true"),
+            &env(&[]),
+            CliOverrides::default(),
+        );
+        assert!(
+            err.unwrap_err()
+                .to_string()
+                .starts_with("plivo.verify_signatures")
+        );
+    }
+
+    #[test]
+    fn session_limits_have_defaults_and_bounds() {
+        let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+        assert_eq!(config.session.playout_lead, Duration::from_millis(200));
+        assert_eq!(config.session.max_calls, 200);
+        let file = "[session]\nmax_calls = 3\nplayout_lead_ms = 120\nidle_timeout_secs = 5";
+        let config = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap();
+        assert_eq!(config.session.max_calls, 3);
+        assert_eq!(config.session.playout_lead, Duration::from_millis(120));
+        assert_eq!(config.session.idle_timeout, Duration::from_secs(5));
+        for bad in [
+            "[session]\nmax_calls = 0",
+            "[session]\nplayout_lead_ms = 0",
+            "[session]\nplayout_lead_ms = 99999",
+        ] {
+            assert!(
+                Config::load(Some(bad), &env(&[]), CliOverrides::default()).is_err(),
+                "{bad}"
+            );
+        }
     }
 
     #[test]

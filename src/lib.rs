@@ -7,7 +7,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod audio;
 pub mod config;
 pub mod http;
+pub mod session;
+pub mod telemetry;
 pub mod telephony;

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
-use voxgate::audio::pipeline::Pipeline;
 use voxgate::config::{CliOverrides, Config};
 use voxgate::http::{self, AppState};
 
@@ -43,6 +42,9 @@ enum Command {
         /// Folder for the database and recordings (default ./data).
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// Do not check Plivo's signatures (local development only).
+        #[arg(long)]
+        no_verify_signatures: bool,
     },
 }
 
@@ -59,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             listen,
             public_url,
             data_dir,
+            no_verify_signatures,
         } => {
             let text = match &config {
                 Some(path) => Some(
@@ -72,6 +75,7 @@ async fn main() -> anyhow::Result<()> {
                 listen,
                 public_url,
                 data_dir,
+                no_verify_signatures,
             };
             let config =
                 Config::load(text.as_deref(), &env, cli).context("invalid configuration")?;
@@ -89,15 +93,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let pipeline = Pipeline::start(config.pipeline).context("starting the DSP pipeline")?;
+    let state = Arc::new(AppState::new(config).context("starting the DSP pipeline")?);
     tracing::info!(
         listen = %listener.local_addr()?,
-        dsp_workers = pipeline.workers(),
+        dsp_workers = state.pipeline.workers(),
         "voxgate is serving"
     );
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    let state = Arc::new(AppState { config, pipeline });
     http::run(listener, state, shutdown).await?;
     tracing::info!("voxgate stopped");
     Ok(())

@@ -105,6 +105,8 @@ pub struct PipelineStats {
     pub frames_malformed: AtomicU64,
     /// Calls currently joined.
     pub calls: AtomicUsize,
+    /// Frames waiting for a worker, over all calls.
+    pub queued_frames: AtomicUsize,
 }
 
 /// Counters of one call.
@@ -247,6 +249,7 @@ impl Pipeline {
         Ok(CallHandle {
             call,
             worker: Arc::clone(worker),
+            stats: Arc::clone(&self.stats),
         })
     }
 }
@@ -267,6 +270,7 @@ impl Drop for Pipeline {
 pub struct CallHandle {
     call: Arc<CallShared>,
     worker: Arc<WorkerShared>,
+    stats: Arc<PipelineStats>,
 }
 
 impl CallHandle {
@@ -274,7 +278,10 @@ impl CallHandle {
     #[inline]
     pub fn push(&self, frame: PooledFrame) -> Pushed {
         let outcome = match self.call.input.force_push(frame) {
-            None => Pushed::Queued,
+            None => {
+                self.stats.queued_frames.fetch_add(1, Ordering::Relaxed);
+                Pushed::Queued
+            }
             Some(_oldest) => {
                 self.call.stats.dropped_in.fetch_add(1, Ordering::Relaxed);
                 Pushed::DroppedOldest

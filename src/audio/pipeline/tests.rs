@@ -147,6 +147,7 @@ fn a_full_input_drops_the_oldest_frame_and_counts_it() {
             stats: CallStats::default(),
         }),
         worker,
+        stats: Arc::new(PipelineStats::default()),
     };
     let outcomes: Vec<Pushed> = (1..=5).map(|c| call.push(frame(&pool, 8_000, c))).collect();
     assert_eq!(outcomes[..3], [Pushed::Queued; 3]);

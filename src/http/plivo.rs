@@ -1,0 +1,329 @@
+//! Plivo's routes: the answer URL, the media WebSocket upgrade and the callbacks.
+//!
+//! Every request Plivo makes is signed (V3); when signatures are enforced, each route
+//! checks it against the URL Plivo dialled (the configured public URL plus the request's
+//! path and query; the `http://` form for the WebSocket) and refuses with 403 and a
+//! metric when it does not match. Callbacks are idempotent: Plivo retries them, and a
+//! repeat is acknowledged without being acted on twice.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::{SinkExt, StreamExt};
+use tracing::{info, warn};
+
+use super::AppState;
+use crate::session::socket::{self, WsMessage};
+use crate::telemetry;
+use crate::telephony::plivo::answer::{
+    self, AnswerRequest, Refusal, StreamXml, parse_form, parse_query, refusal_response,
+    stream_response,
+};
+use crate::telephony::plivo::signature::{Method, websocket_signing_url};
+use crate::telephony::plivo::stream::MAX_MESSAGE_BYTES;
+
+/// The transport's own cap on one WebSocket message; the session drops (and counts) any
+/// message over Plivo's 64 KiB limit itself, so a peer's oversized message ends nothing.
+const TRANSPORT_MAX_MESSAGE: usize = 16 * MAX_MESSAGE_BYTES;
+/// Callback keys remembered for idempotency.
+const CALLBACK_MEMORY: usize = 100_000;
+
+/// Plivo callbacks already handled, by idempotency key (bounded, oldest forgotten first).
+#[derive(Default)]
+pub struct CallbackLog {
+    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
+}
+
+impl CallbackLog {
+    /// True the first time `key` is seen.
+    pub fn first_time(&self, key: String) -> bool {
+        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+        let (set, order) = &mut *guard;
+        if set.contains(&key) {
+            return false;
+        }
+        if order.len() == CALLBACK_MEMORY
+            && let Some(oldest) = order.pop_front()
+        {
+            set.remove(&oldest);
+        }
+        set.insert(key.clone());
+        order.push_back(key);
+        true
+    }
+}
+
+/// The base URL Plivo reaches us at: the configured one, else `http://{Host}`.
+fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+    match &state.config.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let host = headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .unwrap_or("localhost");
+            format!("http://{host}")
+        }
+    }
+}
+
+fn path_and_query(uri: &Uri) -> &str {
+    uri.path_and_query().map_or("/", |pq| pq.as_str())
+}
+
+/// A request refused for its signature: answered 403.
+struct BadSignature;
+
+impl IntoResponse for BadSignature {
+    fn into_response(self) -> Response {
+        (StatusCode::FORBIDDEN, "invalid or missing Plivo signature\n").into_response()
+    }
+}
+
+/// Checks the request's signature when enforced.
+fn check_signature(
+    state: &AppState,
+    route: &'static str,
+    method: Method,
+    url: &str,
+    params: &[(String, String)],
+    headers: &HeaderMap,
+) -> Result<(), BadSignature> {
+    let Some(verifier) = &state.verifier else {
+        return Ok(());
+    };
+    verifier.verify_headers(method, url, params, headers).map_err(|error| {
+        metrics::counter!(telemetry::SIGNATURE_FAILURES, "route" => route, "kind" => error.kind()).increment(1);
+        warn!(route, %url, kind = error.kind(), "refused a request with a bad Plivo signature");
+        BadSignature
+    })
+}
+
+fn xml(body: String) -> Response {
+    ([(header::CONTENT_TYPE, "application/xml")], body).into_response()
+}
+
+/// `GET|POST /plivo/answer`: the `<Stream>` document for the call, or a refusal.
+pub(super) async fn answer(
+    State(state): State<Arc<AppState>>,
+    method: axum::http::Method,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let Some(signed_method) = Method::from_http(&method) else {
+        return StatusCode::METHOD_NOT_ALLOWED.into_response();
+    };
+    let base = public_base(&state, &headers);
+    let query = parse_query(uri.query().unwrap_or(""));
+    let form = if signed_method == Method::Post {
+        parse_form(&body)
+    } else {
+        Vec::new()
+    };
+    let url = format!("{base}{}", path_and_query(&uri));
+    if let Err(refusal) = check_signature(&state, "answer", signed_method, &url, &form, &headers) {
+        return refusal.into_response();
+    }
+    let request = match AnswerRequest::from_params(&query, &form) {
+        Ok(request) => request,
+        Err(error) => {
+            telemetry::bad_message(error.kind());
+            warn!(%error, "answer URL request without a usable CallUUID");
+            return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
+        }
+    };
+    let call_id = request
+        .call_id
+        .clone()
+        .unwrap_or_else(|| request.call_uuid.clone());
+    if let Err(refused) = state.sessions.reserve(&call_id) {
+        metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
+        warn!(%call_id, reason = refused.kind(), "refused a call");
+        return xml(refusal_response(Refusal::Busy));
+    }
+    info!(%call_id, call_uuid = %request.call_uuid, from = %request.from, to = %request.to,
+        direction = %request.direction, "answering");
+    let stream_url = answer::stream_url(&base, "/plivo/stream", &call_id);
+    let status_url = {
+        let mut url = format!("{base}/plivo/stream-status?call_id=");
+        url.extend(form_urlencoded::byte_serialize(call_id.as_bytes()));
+        url
+    };
+    xml(stream_response(&StreamXml {
+        stream_url: &stream_url,
+        content_type: answer::CONTENT_TYPE_MULAW_8K,
+        status_callback_url: Some(&status_url),
+        extra_headers: None,
+        stream_timeout_secs: None,
+    }))
+}
+
+/// `GET /plivo/stream`: the media WebSocket.
+pub(super) async fn stream(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let base = public_base(&state, &headers);
+    let dialled = format!("{base}{}", path_and_query(&uri));
+    if let Err(refusal) = check_signature(
+        &state,
+        "stream",
+        Method::Get,
+        &websocket_signing_url(&dialled),
+        &[],
+        &headers,
+    ) {
+        return refusal.into_response();
+    }
+    let query = parse_query(uri.query().unwrap_or(""));
+    let Some(call_id) = query
+        .iter()
+        .find(|(k, v)| k == "call_id" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+    else {
+        return (StatusCode::BAD_REQUEST, "the stream URL needs ?call_id=\n").into_response();
+    };
+    let attachment = match state.sessions.attach(&call_id) {
+        Ok(attachment) => attachment,
+        Err(refused) => {
+            metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
+            return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
+        }
+    };
+    let deps = state.session_deps();
+    let sessions = Arc::clone(&state.sessions);
+    upgrade
+        .max_message_size(TRANSPORT_MAX_MESSAGE)
+        .max_frame_size(TRANSPORT_MAX_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let (sink, incoming) = socket.split();
+            let incoming = incoming.map(|message| {
+                message.map(|message| match message {
+                    Message::Text(text) => WsMessage::Text(text),
+                    Message::Binary(bytes) => WsMessage::Binary(bytes.len()),
+                    Message::Close(_) => WsMessage::Close,
+                    Message::Ping(_) | Message::Pong(_) => WsMessage::Other,
+                })
+            });
+            let sink = sink.with(|text: String| async move {
+                Ok::<_, axum::Error>(Message::Text(text.into()))
+            });
+            sessions.spawn(socket::run(incoming, Box::pin(sink), attachment, deps));
+        })
+}
+
+/// Reads and checks a callback; `Err` is the response to send.
+fn callback(
+    state: &AppState,
+    route: &'static str,
+    headers: &HeaderMap,
+    uri: &Uri,
+    body: &[u8],
+) -> Result<(String, Vec<(String, String)>), BadSignature> {
+    let form = parse_form(body);
+    let url = format!("{}{}", public_base(state, headers), path_and_query(uri));
+    check_signature(state, route, Method::Post, &url, &form, headers)?;
+    let query = parse_query(uri.query().unwrap_or(""));
+    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+    let call_id = query
+        .iter()
+        .find(|(k, v)| k == "call_id" && !v.is_empty())
+        .map(|(_, v)| v.clone())
+        .or_else(|| field("CallUUID"))
+        .unwrap_or_default();
+    Ok((call_id, form))
+}
+
+fn get<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
+    form.iter()
+        .find(|(k, _)| k == name)
+        .map_or("", |(_, v)| v.as_str())
+}
+
+/// `POST /plivo/hangup`: the call ended; its session (if still open) is closed.
+pub(super) async fn hangup(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (call_id, form) = match callback(&state, "hangup", &headers, &uri, &body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let key = format!("hangup:{}", get(&form, "CallUUID"));
+    if !state.callbacks.first_time(key) {
+        metrics::counter!(telemetry::CALLBACKS, "kind" => "hangup", "duplicate" => "true")
+            .increment(1);
+        return StatusCode::OK.into_response();
+    }
+    metrics::counter!(telemetry::CALLBACKS, "kind" => "hangup", "duplicate" => "false")
+        .increment(1);
+    let known = state.sessions.hang_up(&call_id);
+    info!(%call_id, known, cause = get(&form, "HangupCause"), duration = get(&form, "Duration"), "hangup callback");
+    StatusCode::OK.into_response()
+}
+
+/// `POST /plivo/ring`: the callee's phone is ringing (outbound calls).
+pub(super) async fn ring(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (call_id, form) = match callback(&state, "ring", &headers, &uri, &body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let duplicate = !state
+        .callbacks
+        .first_time(format!("ring:{}", get(&form, "CallUUID")));
+    metrics::counter!(telemetry::CALLBACKS, "kind" => "ring", "duplicate" => if duplicate { "true" } else { "false" })
+        .increment(1);
+    if !duplicate {
+        info!(%call_id, "ring callback");
+    }
+    StatusCode::OK.into_response()
+}
+
+/// `POST /plivo/stream-status`: stream lifecycle (`StartStream`, `StopStream`,
+/// `DroppedStream`, `DegradedStream`, or `started`/`stopped`/`failed`).
+pub(super) async fn stream_status(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    let (call_id, form) = match callback(&state, "stream_status", &headers, &uri, &body) {
+        Ok(parsed) => parsed,
+        Err(refusal) => return refusal.into_response(),
+    };
+    let event = get(&form, "Event");
+    let key = format!(
+        "stream:{}:{}:{}",
+        get(&form, "StreamID"),
+        event,
+        get(&form, "Timestamp")
+    );
+    let duplicate = !state.callbacks.first_time(key);
+    metrics::counter!(telemetry::CALLBACKS, "kind" => "stream_status", "duplicate" => if duplicate { "true" } else { "false" })
+        .increment(1);
+    if duplicate {
+        return StatusCode::OK.into_response();
+    }
+    match event {
+        "DroppedStream" | "failed" | "DegradedStream" => {
+            warn!(%call_id, event, stream_id = get(&form, "StreamID"), "stream status")
+        }
+        _ => info!(%call_id, event, stream_id = get(&form, "StreamID"), "stream status"),
+    }
+    StatusCode::OK.into_response()
+}

@@ -1,0 +1,338 @@
+//! Live calls: which calls are on, which media socket serves each, and each call's journal.
+//!
+//! [`Sessions`] is the registry. The answer URL reserves a call (refused beyond
+//! `max_calls` or while draining); the media WebSocket attaches to it. When Plivo opens a
+//! second socket for the same call (it retries), the new one takes over: the old session
+//! is cancelled and the call goes on. A reservation whose socket never comes expires.
+//!
+//! The registry is touched when calls start and end, never per frame; its lock is never
+//! held across an await. Each session task is tracked, so shutdown can drain them.
+
+pub mod journal;
+pub mod playout;
+pub mod reorder;
+pub mod socket;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::SessionConfig;
+use journal::Journal;
+
+/// A reservation without a socket is forgotten after this long.
+const RESERVATION_TTL: Duration = Duration::from_secs(60);
+/// Journals of ended calls kept for inspection.
+const ENDED_JOURNALS: usize = 1_000;
+
+/// Why a call was not admitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// `max_calls` calls are already on.
+    #[error("at capacity")]
+    AtCapacity,
+    /// The server is shutting down.
+    #[error("draining for shutdown")]
+    Draining,
+}
+
+impl Refused {
+    /// A fixed label for metrics.
+    pub fn kind(self) -> &'static str {
+        match self {
+            Self::AtCapacity => "capacity",
+            Self::Draining => "draining",
+        }
+    }
+}
+
+struct CallEntry {
+    reserved_at: Instant,
+    generation: u64,
+    session: Option<CancellationToken>,
+    journal: Arc<Journal>,
+}
+
+/// What a media socket gets when it attaches to its call.
+pub struct Attachment {
+    /// The call's id.
+    pub call_id: String,
+    /// Identifies this socket among the call's sockets.
+    pub generation: u64,
+    /// Cancelled when another socket takes over, the call is hung up, or at shutdown.
+    pub cancel: CancellationToken,
+    /// The call's journal.
+    pub journal: Arc<Journal>,
+    /// True when an earlier socket of this call was still open and was taken over.
+    pub took_over: bool,
+}
+
+#[derive(Default)]
+struct Registry {
+    calls: HashMap<String, CallEntry>,
+    ended: VecDeque<(String, Arc<Journal>)>,
+}
+
+/// The registry of live calls.
+pub struct Sessions {
+    config: SessionConfig,
+    registry: Mutex<Registry>,
+    generation: AtomicU64,
+    draining: AtomicBool,
+    root: CancellationToken,
+    tracker: TaskTracker,
+}
+
+impl Sessions {
+    /// An empty registry.
+    pub fn new(config: SessionConfig) -> Self {
+        Self {
+            config,
+            registry: Mutex::new(Registry::default()),
+            generation: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
+            root: CancellationToken::new(),
+            tracker: TaskTracker::new(),
+        }
+    }
+
+    /// The session settings.
+    pub fn config(&self) -> &SessionConfig {
+        &self.config
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // A panic while holding this lock cannot leave the map half-updated: recover it.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Admits a call at the answer URL (idempotent for Plivo's retries of the same call).
+    pub fn reserve(&self, call_id: &str) -> Result<(), Refused> {
+        if self.is_draining() {
+            return Err(Refused::Draining);
+        }
+        let now = Instant::now();
+        let mut registry = self.lock();
+        registry.calls.retain(|_, c| {
+            c.session.is_some() || now.duration_since(c.reserved_at) < RESERVATION_TTL
+        });
+        if registry.calls.contains_key(call_id) {
+            return Ok(());
+        }
+        if registry.calls.len() >= self.config.max_calls {
+            return Err(Refused::AtCapacity);
+        }
+        registry.calls.insert(
+            call_id.to_owned(),
+            CallEntry {
+                reserved_at: now,
+                generation: 0,
+                session: None,
+                journal: Arc::new(Journal::default()),
+            },
+        );
+        Ok(())
+    }
+
+    /// Attaches a media socket to its call, taking over from an earlier socket if any.
+    pub fn attach(&self, call_id: &str) -> Result<Attachment, Refused> {
+        if self.is_draining() {
+            return Err(Refused::Draining);
+        }
+        let mut registry = self.lock();
+        if !registry.calls.contains_key(call_id) && registry.calls.len() >= self.config.max_calls {
+            return Err(Refused::AtCapacity);
+        }
+        let entry = registry
+            .calls
+            .entry(call_id.to_owned())
+            .or_insert_with(|| CallEntry {
+                reserved_at: Instant::now(),
+                generation: 0,
+                session: None,
+                journal: Arc::new(Journal::default()),
+            });
+        let took_over = match entry.session.take() {
+            Some(previous) => {
+                previous.cancel();
+                true
+            }
+            None => false,
+        };
+        let cancel = self.root.child_token();
+        entry.generation = self.generation.fetch_add(1, Ordering::Relaxed);
+        entry.session = Some(cancel.clone());
+        Ok(Attachment {
+            call_id: call_id.to_owned(),
+            generation: entry.generation,
+            cancel,
+            journal: Arc::clone(&entry.journal),
+            took_over,
+        })
+    }
+
+    /// A socket ended: the call is over unless a newer socket took it over.
+    pub fn detach(&self, call_id: &str, generation: u64) {
+        let mut registry = self.lock();
+        if registry
+            .calls
+            .get(call_id)
+            .is_some_and(|c| c.generation == generation)
+            && let Some(entry) = registry.calls.remove(call_id)
+        {
+            Self::remember(&mut registry, call_id, entry.journal);
+        }
+    }
+
+    /// The call was hung up (Plivo's hangup callback): ends its session, if any.
+    pub fn hang_up(&self, call_id: &str) -> bool {
+        let mut registry = self.lock();
+        match registry.calls.remove(call_id) {
+            Some(entry) => {
+                if let Some(session) = entry.session {
+                    session.cancel();
+                }
+                Self::remember(&mut registry, call_id, entry.journal);
+                true
+            }
+            None => false,
+        }
+    }
+
+    fn remember(registry: &mut Registry, call_id: &str, journal: Arc<Journal>) {
+        if registry.ended.len() == ENDED_JOURNALS {
+            registry.ended.pop_front();
+        }
+        registry.ended.push_back((call_id.to_owned(), journal));
+    }
+
+    /// Calls reserved or streaming.
+    pub fn active(&self) -> usize {
+        self.lock().calls.len()
+    }
+
+    /// Calls with a media socket attached.
+    pub fn streaming(&self) -> usize {
+        self.lock()
+            .calls
+            .values()
+            .filter(|c| c.session.is_some())
+            .count()
+    }
+
+    /// The journal of a live or recently ended call.
+    pub fn journal(&self, call_id: &str) -> Option<Arc<Journal>> {
+        let registry = self.lock();
+        if let Some(entry) = registry.calls.get(call_id) {
+            return Some(Arc::clone(&entry.journal));
+        }
+        registry
+            .ended
+            .iter()
+            .rev()
+            .find(|(id, _)| id == call_id)
+            .map(|(_, journal)| Arc::clone(journal))
+    }
+
+    /// Stops admitting calls; live ones go on.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True once shutdown has begun.
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Tracks a session task so shutdown can wait for it.
+    pub fn spawn<F>(&self, task: F)
+    where
+        F: std::future::Future<Output = ()> + Send + 'static,
+    {
+        self.tracker.spawn(task);
+    }
+
+    /// Waits up to `deadline` for live sessions to end, then cancels the rest and waits
+    /// for them to close. Returns how many had to be cancelled.
+    pub async fn drain(&self, deadline: Duration) -> usize {
+        self.start_draining();
+        self.tracker.close();
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_ok()
+        {
+            return 0;
+        }
+        let forced = self.tracker.len();
+        self.root.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.tracker.wait()).await;
+        forced
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sessions(max_calls: usize) -> Sessions {
+        Sessions::new(SessionConfig {
+            max_calls,
+            ..SessionConfig::default()
+        })
+    }
+
+    #[test]
+    fn capacity_is_enforced_at_answer_and_retries_are_welcome() {
+        let s = sessions(2);
+        assert_eq!(s.reserve("a"), Ok(()));
+        assert_eq!(s.reserve("b"), Ok(()));
+        assert_eq!(s.reserve("a"), Ok(()), "Plivo retrying the answer URL");
+        assert_eq!(s.reserve("c"), Err(Refused::AtCapacity));
+        assert_eq!(s.attach("c").err(), Some(Refused::AtCapacity));
+        assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn a_second_socket_takes_over_and_the_first_one_leaving_does_not_end_the_call() {
+        let s = sessions(5);
+        s.reserve("a").unwrap();
+        let first = s.attach("a").unwrap();
+        assert!(!first.took_over);
+        let second = s.attach("a").unwrap();
+        assert!(second.took_over);
+        assert!(first.cancel.is_cancelled());
+        assert!(!second.cancel.is_cancelled());
+        s.detach("a", first.generation);
+        assert_eq!(s.active(), 1, "still on: the second socket serves it");
+        s.detach("a", second.generation);
+        assert_eq!(s.active(), 0);
+        assert!(s.journal("a").is_some(), "journal kept after the call");
+    }
+
+    #[test]
+    fn hang_up_cancels_the_session() {
+        let s = sessions(5);
+        let a = s.attach("a").unwrap();
+        assert!(s.hang_up("a"));
+        assert!(a.cancel.is_cancelled());
+        assert!(!s.hang_up("a"), "idempotent");
+    }
+
+    #[tokio::test]
+    async fn draining_refuses_new_calls_and_cancels_stragglers() {
+        let s = sessions(5);
+        let a = s.attach("a").unwrap();
+        let cancel = a.cancel.clone();
+        s.spawn(async move { cancel.cancelled().await });
+        let forced = s.drain(Duration::from_millis(50)).await;
+        assert_eq!(forced, 1);
+        assert!(a.cancel.is_cancelled());
+        assert_eq!(s.reserve("b"), Err(Refused::Draining));
+    }
+}

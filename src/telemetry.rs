@@ -1,0 +1,112 @@
+//! Metrics: names, the Prometheus recorder, and the typed events that bump them.
+//!
+//! One process-wide recorder is installed the first time [`install`] runs; every server
+//! in the process (tests start several) renders from it. Every metric name lives here, so
+//! `/metrics` is documented in one place. Label values are fixed `&'static str`s, never
+//! caller-controlled text, so cardinality stays bounded.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Calls with a live media stream.
+pub const ACTIVE_CALLS: &str = "voxgate_active_calls";
+/// Calls answered with a refusal, by `reason`.
+pub const CALLS_REFUSED: &str = "voxgate_calls_refused_total";
+/// Caller frames received and handed to the pipeline.
+pub const FRAMES_IN: &str = "voxgate_frames_in_total";
+/// 20 ms agent frames sent as `playAudio`.
+pub const FRAMES_OUT: &str = "voxgate_frames_out_total";
+/// Frames dropped anywhere on the media path, by `stage`.
+pub const FRAMES_DROPPED: &str = "voxgate_frames_dropped_total";
+/// Caller frames waiting for a DSP worker, summed over calls.
+pub const PIPELINE_QUEUE_DEPTH: &str = "voxgate_pipeline_queue_depth";
+/// Frames processed by the DSP workers.
+pub const PIPELINE_FRAMES: &str = "voxgate_pipeline_frames_total";
+/// How far ahead of real time agent audio was when sent, seconds.
+pub const PLAYOUT_LEAD: &str = "voxgate_playout_lead_seconds";
+/// Barge-ins: the caller spoke over the agent and its audio was cleared.
+pub const BARGE_INS: &str = "voxgate_barge_ins_total";
+/// Requests refused for a bad or missing signature, by `route` and `kind`.
+pub const SIGNATURE_FAILURES: &str = "voxgate_signature_failures_total";
+/// Inbound WebSocket messages dropped, by `kind`.
+pub const BAD_MESSAGES: &str = "voxgate_bad_messages_total";
+/// Media chunks that arrived out of order, by `outcome` (`reordered`, `late`, `lost`).
+pub const CHUNKS_OUT_OF_ORDER: &str = "voxgate_chunks_out_of_order_total";
+/// Agent turns, by how their playout was confirmed (`played`, `timeout`, `cleared`).
+pub const TURNS: &str = "voxgate_turns_total";
+/// Caller speech end → `playedStream` of the agent's answer, seconds.
+pub const TURN_HEARD_LATENCY: &str = "voxgate_turn_heard_latency_seconds";
+/// Streams ended, by `reason` (`closed`, `idle_timeout`, `write_timeout`, `taken_over`, `shutdown`).
+pub const STREAMS_ENDED: &str = "voxgate_streams_ended_total";
+/// Plivo callbacks received, by `kind` and whether they were `duplicate`.
+pub const CALLBACKS: &str = "voxgate_callbacks_total";
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder once per process and returns its handle.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Suffix("seconds".into()),
+                    &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
+                )
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            let recorder = builder.build_recorder();
+            let handle = recorder.handle();
+            // Another recorder may already be installed (an embedding application's):
+            // then ours still renders what is recorded through it directly.
+            let _ = metrics::set_global_recorder(recorder);
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!(ACTIVE_CALLS, "Calls with a live media stream.");
+    describe_counter!(CALLS_REFUSED, "Calls answered with a refusal, by reason.");
+    describe_counter!(FRAMES_IN, "Caller frames handed to the pipeline.");
+    describe_counter!(FRAMES_OUT, "20 ms agent frames sent as playAudio.");
+    describe_counter!(
+        FRAMES_DROPPED,
+        "Frames dropped on the media path, by stage."
+    );
+    describe_gauge!(
+        PIPELINE_QUEUE_DEPTH,
+        "Caller frames waiting for a DSP worker."
+    );
+    describe_counter!(PIPELINE_FRAMES, "Frames processed by the DSP workers.");
+    describe_histogram!(
+        PLAYOUT_LEAD,
+        "Lead of agent audio over real time when sent."
+    );
+    describe_counter!(
+        BARGE_INS,
+        "Caller spoke over the agent; its audio was cleared."
+    );
+    describe_counter!(
+        SIGNATURE_FAILURES,
+        "Requests refused for a bad or missing signature."
+    );
+    describe_counter!(BAD_MESSAGES, "Inbound WebSocket messages dropped, by kind.");
+    describe_counter!(
+        CHUNKS_OUT_OF_ORDER,
+        "Media chunks out of order, by outcome."
+    );
+    describe_counter!(TURNS, "Agent turns, by how their playout was confirmed.");
+    describe_histogram!(
+        TURN_HEARD_LATENCY,
+        "Caller speech end to playedStream of the answer."
+    );
+    describe_counter!(STREAMS_ENDED, "Media streams ended, by reason.");
+    describe_counter!(CALLBACKS, "Plivo callbacks received, by kind.");
+}
+
+/// Counts one dropped inbound message of `kind` (a fixed label).
+pub fn bad_message(kind: &'static str) {
+    metrics::counter!(BAD_MESSAGES, "kind" => kind).increment(1);
+}

@@ -81,7 +81,11 @@ struct BadSignature;
 
 impl IntoResponse for BadSignature {
     fn into_response(self) -> Response {
-        (StatusCode::FORBIDDEN, "invalid or missing Plivo signature\n").into_response()
+        (
+            StatusCode::FORBIDDEN,
+            "invalid or missing Plivo signature\n",
+        )
+            .into_response()
     }
 }
 

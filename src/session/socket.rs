@@ -526,3 +526,6 @@ async fn events_ready(call: Option<&CallHandle>) {
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,188 @@
+//! Shared test harness: a real voxgate server on a loopback port, and a raw Plivo-side
+//! WebSocket client for the cases the simulator is too well-behaved to produce.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_util::sync::CancellationToken;
+use voxgate::config::{CliOverrides, Config};
+use voxgate::http::{AppState, run};
+
+/// A running server.
+pub struct TestServer {
+    pub base: String,
+    pub state: Arc<AppState>,
+    pub shutdown: CancellationToken,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl TestServer {
+    /// Starts a server configured by `env` (as `VOXGATE_*` variables would).
+    pub async fn start(env: &[(&str, &str)]) -> Self {
+        let env: HashMap<String, String> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let config = Config::load(None, &env, CliOverrides::default()).expect("test config");
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let state = Arc::new(AppState::new(config).unwrap());
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run(listener, Arc::clone(&state), shutdown.clone()));
+        Self {
+            base,
+            state,
+            shutdown,
+            task,
+        }
+    }
+
+    /// The Prometheus text.
+    pub async fn metrics(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.base))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// The value of one metric line (exact name with labels), or 0.
+    pub async fn metric(&self, line_prefix: &str) -> f64 {
+        let text = self.metrics().await;
+        text.lines()
+            .find(|l| l.starts_with(line_prefix) && l[line_prefix.len()..].starts_with(' '))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A hand-driven Plivo side of one call: answer URL, WebSocket, messages as given.
+pub struct RawCall {
+    pub ws: Ws,
+    pub call_id: String,
+    pub stream_id: String,
+}
+
+impl RawCall {
+    /// Answers `call_id` and opens its stream (unsigned: the server must not enforce).
+    pub async fn open(base: &str, call_id: &str) -> Self {
+        let answer = reqwest::Client::new()
+            .post(format!("{base}/plivo/answer"))
+            .form(&[
+                ("CallUUID", call_id),
+                ("From", "+15550001"),
+                ("To", "+15550002"),
+            ])
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let start = answer.find("ws://").expect("stream URL in the answer");
+        let end = answer[start..].find('<').unwrap() + start;
+        let url = answer[start..end].replace("&amp;", "&");
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self {
+            ws,
+            call_id: call_id.to_owned(),
+            stream_id: format!("stream-{call_id}"),
+        }
+    }
+
+    pub async fn text(&mut self, text: impl Into<String>) {
+        self.ws
+            .send(Message::Text(text.into().into()))
+            .await
+            .unwrap();
+    }
+
+    pub async fn start(&mut self) {
+        let start = format!(
+            r#"{{"event":"start","sequenceNumber":1,"start":{{"callId":"{}","streamId":"{}","accountId":"MA1","tracks":["inbound"],"mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000}}}}}}"#,
+            self.call_id, self.stream_id
+        );
+        self.text(start).await;
+    }
+
+    /// One `media` message of µ-law bytes.
+    pub async fn media(&mut self, chunk: u64, ulaw: &[u8]) {
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::STANDARD.encode(ulaw);
+        let text = format!(
+            r#"{{"event":"media","sequenceNumber":{},"streamId":"{}","media":{{"track":"inbound","timestamp":"{}","chunk":{chunk},"payload":"{payload}"}}}}"#,
+            chunk + 1,
+            self.stream_id,
+            (chunk - 1) * 20
+        );
+        self.text(text).await;
+    }
+
+    /// Sends `audio` (µ-law) as 20 ms frames starting at `first_chunk`, `pace` apart.
+    pub async fn stream(&mut self, first_chunk: u64, audio: &[u8], pace: Duration) -> u64 {
+        let mut chunk = first_chunk;
+        for frame in audio.chunks_exact(160) {
+            self.media(chunk, frame).await;
+            chunk += 1;
+            if !pace.is_zero() {
+                tokio::time::sleep(pace).await;
+            }
+        }
+        chunk
+    }
+
+    /// Collects `playAudio` payload bytes (µ-law) until `quiet` passes with none, or `limit`.
+    pub async fn collect_audio(&mut self, quiet: Duration, limit: Duration) -> Vec<u8> {
+        use base64::Engine as _;
+        let mut audio = Vec::new();
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let wait = quiet.min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, self.ws.next()).await {
+                Ok(Some(Ok(Message::Text(text)))) => {
+                    let value: serde_json::Value = serde_json::from_str(text.as_str()).unwrap();
+                    if value["event"] == "playAudio" {
+                        let payload = value["media"]["payload"].as_str().unwrap();
+                        audio.extend(
+                            base64::engine::general_purpose::STANDARD
+                                .decode(payload)
+                                .unwrap(),
+                        );
+                    }
+                }
+                Ok(Some(Ok(_))) => {}
+                _ => return audio,
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return audio;
+            }
+        }
+    }
+}
+
+/// The fixture `name` under `fixtures/audio/`.
+pub fn fixture(name: &str) -> Vec<u8> {
+    std::fs::read(format!(
+        "{}/fixtures/audio/{name}",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// The µ-law bytes from the first to the last sample louder than −50 dBFS.
+pub fn speech_span(ulaw: &[u8]) -> &[u8] {
+    let loud = |&b: &u8| voxgate::audio::g711::ulaw_to_pcm(b).unsigned_abs() > 100;
+    let first = ulaw.iter().position(loud).unwrap_or(0);
+    let last = ulaw.iter().rposition(loud).unwrap_or(0);
+    &ulaw[first..=last]
+}

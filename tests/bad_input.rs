@@ -62,9 +62,9 @@ async fn bad_input_is_dropped_and_counted_while_other_calls_carry_on() {
         ("malformed_json", Message::Text("{not json".into())),
         ("missing_or_invalid_field", Message::Text(r#"{"event":"media","streamId":"stream-bad-call"}"#.into())),
         ("binary_frame", Message::Binary(vec![1u8, 2, 3].into())),
-        ("duplicate_start", Message::Text(format!(
-            r#"{{"event":"start","start":{{"callId":"x","streamId":"other","mediaFormat":{{"encoding":"audio/x-mulaw","sampleRate":8000}}}}}}"#
-        ).into())),
+        ("duplicate_start", Message::Text(
+            r#"{"event":"start","start":{"callId":"x","streamId":"other","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}}}"#.into(),
+        )),
         ("unknown_event", Message::Text(r#"{"event":"muteStream","streamId":"stream-bad-call"}"#.into())),
         ("bad_base64", Message::Text(
             r#"{"event":"media","streamId":"stream-bad-call","media":{"timestamp":"20","chunk":2,"payload":"!!!"}}"#.into(),

@@ -118,7 +118,8 @@ fn echo_round_trip(c: &mut Criterion) {
             rt.block_on(async {
                 let mut total = Duration::ZERO;
                 for _ in 0..iters {
-                    let latency = round_trip(&mut ws, &mut chunk, &utterance, chunk > 1).await;
+                    let previous_echo = chunk > 1;
+                    let latency = round_trip(&mut ws, &mut chunk, &utterance, previous_echo).await;
                     samples.lock().unwrap().push(latency);
                     total += latency;
                 }

@@ -10,4 +10,5 @@
 pub mod audio;
 pub mod config;
 pub mod http;
+pub mod sim;
 pub mod telephony;

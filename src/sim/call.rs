@@ -10,6 +10,7 @@
 //! through a bounded queue with `try_send`, and the only await in the loop is the sleep to
 //! the next deadline.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -89,11 +90,13 @@ pub(crate) async fn run_call_with(
     let stream_id = uuid::Uuid::new_v4().to_string();
     let (sink, stream) = socket.split();
     let (tx, rx) = mpsc::channel(SEND_QUEUE);
-    let writer = tokio::spawn(wire::writer(sink, rx, stream_id.clone()));
+    let written = Arc::new(AtomicU64::new(0));
+    let writer = tokio::spawn(wire::writer(sink, rx, stream_id.clone(), written.clone()));
     let _ = tx.try_send(Outgoing::Start {
         call_id: cfg.call_uuid.clone(),
         account_id: cfg.account_id.clone(),
         format: answered.format,
+        extra_headers: answered.stream.extra_headers.clone(),
     });
     let t0 = Instant::now();
     let shared = Arc::new(Mutex::new(Shared::new(
@@ -124,7 +127,12 @@ pub(crate) async fn run_call_with(
     };
 
     let runner = Runner::new(script, cfg.timeouts.agent_heard);
-    let clock = run_clock(&shared, &tx, runner, &cfg, answered.format).await;
+    // Plivo stops the stream after `streamTimeout` seconds of it.
+    let stream_ticks = answered
+        .stream
+        .stream_timeout_secs
+        .map(|secs| ticks_for(Duration::from_secs(u64::from(secs))));
+    let clock = run_clock(&shared, &tx, runner, &cfg, answered.format, stream_ticks).await;
 
     // Close: the server's close reply ends the reader; neither end is waited on for long.
     {
@@ -133,8 +141,8 @@ pub(crate) async fn run_call_with(
     }
     let _ = tx.try_send(Outgoing::Close);
     drop(tx);
-    let messages_sent = finish(writer, cfg.timeouts.close).await.unwrap_or(0);
-    let _ = finish(reader, cfg.timeouts.close).await;
+    finish(writer, cfg.timeouts.close).await;
+    finish(reader, cfg.timeouts.close).await;
     let wall_ms = ms_since(t0);
 
     let mut callbacks_done = Vec::new();
@@ -153,12 +161,12 @@ pub(crate) async fn run_call_with(
         }
         // Answered when the answer URL was fetched: setup in real time, then the media.
         let duration = t0.duration_since(started) + Duration::from_millis(clock.ticks * FRAME_MS);
-        let params = callbacks::hangup_params(
-            &cfg,
-            answered_at,
-            duration,
-            clock.end == EndReason::ServerClosed,
+        // Plivo ends the call (End Of XML Instructions) when the stream ends on its side.
+        let plivo_ended = matches!(
+            clock.end,
+            EndReason::ServerClosed | EndReason::StreamTimeout
         );
+        let params = callbacks::hangup_params(&cfg, answered_at, duration, plivo_ended);
         let url = cfg.server_path(&cfg.hangup_path);
         callbacks_done.push(
             callbacks::send_callback(client, &cfg, "Hangup", &url, Method::Post, &params).await,
@@ -166,7 +174,7 @@ pub(crate) async fn run_call_with(
     }
 
     let mut s = lock(&shared);
-    s.counts.messages_sent = messages_sent;
+    s.counts.messages_sent = written.load(Ordering::Relaxed);
     s.trace.caller = clock.caller_turns;
     let agent_turns = analysis::agent_turns(&s.trace);
     let turns = analysis::turn_figures(&s.trace, &agent_turns);
@@ -198,13 +206,9 @@ pub(crate) async fn run_call_with(
 }
 
 /// Waits up to `limit` for a task, then aborts it.
-async fn finish<T>(mut handle: JoinHandle<T>, limit: Duration) -> Option<T> {
-    match tokio::time::timeout(limit, &mut handle).await {
-        Ok(result) => result.ok(),
-        Err(_) => {
-            handle.abort();
-            None
-        }
+async fn finish(mut handle: JoinHandle<()>, limit: Duration) {
+    if tokio::time::timeout(limit, &mut handle).await.is_err() {
+        handle.abort();
     }
 }
 
@@ -227,6 +231,7 @@ async fn run_clock(
     mut runner: Runner,
     cfg: &SimConfig,
     format: MediaFormat,
+    stream_ticks: Option<u64>,
 ) -> ClockOutcome {
     let t0 = lock(shared).t0;
     let period_s = FRAME_MS as f64 / 1000.0 / cfg.speed;
@@ -250,6 +255,9 @@ async fn run_clock(
         let mut s = lock(shared);
         if s.server_closed {
             break EndReason::ServerClosed;
+        }
+        if stream_ticks.is_some_and(|limit| tick >= limit) {
+            break EndReason::StreamTimeout;
         }
         if tick >= max_ticks {
             break EndReason::TimeLimit;

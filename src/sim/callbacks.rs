@@ -128,6 +128,12 @@ pub(crate) async fn answer(
             });
         }
     };
+    if !stream.keep_call_alive {
+        notes.push((
+            "keep_call_alive_missing",
+            "<Stream> without keepCallAlive=\"true\": Plivo runs the next element at once and ends the call within seconds (4010)".to_owned(),
+        ));
+    }
     if !stream.bidirectional {
         notes.push((
             "not_bidirectional",
@@ -314,7 +320,8 @@ pub(crate) async fn send_callback(
 }
 
 /// The hangup callback's fields (reference §5.2). `sim_duration` is the call's length on the
-/// simulated clock; `server_hung_up` says the server ended it by closing the stream.
+/// simulated clock; `server_hung_up` says the stream ended on the server's side (socket
+/// closed or `streamTimeout`), which Plivo reports as End Of XML Instructions.
 pub(crate) fn hangup_params(
     cfg: &SimConfig,
     answered_at: SystemTime,

@@ -136,6 +136,8 @@ pub enum EndReason {
     ServerClosed,
     /// The configured longest call was reached.
     TimeLimit,
+    /// The `<Stream streamTimeout>` ran out and Plivo stopped the stream.
+    StreamTimeout,
 }
 
 /// Something the server did wrong, on the simulated clock.
@@ -325,6 +327,53 @@ impl CallReport {
     }
 }
 
+/// Most events the human report lists.
+const DISPLAY_EVENTS: usize = 60;
+
+impl EventKind {
+    /// Per-message events, left out of the human report's event list.
+    fn is_per_message(&self) -> bool {
+        matches!(
+            self,
+            Self::MediaSent { .. } | Self::PlayAudioReceived { .. } | Self::SendQueueFull
+        )
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::StartSent => write!(f, "start sent"),
+            Self::MediaSent { chunk } => write!(f, "media chunk {chunk} sent"),
+            Self::DtmfSent { digit } => write!(f, "dtmf {digit} sent"),
+            Self::PlayAudioReceived { samples } => {
+                write!(f, "playAudio of {} ms", *samples as f64 / 8.0)
+            }
+            Self::CheckpointReceived { name } => write!(f, "checkpoint {name:?} received"),
+            Self::PhoneCleared {
+                dropped_ms,
+                dropped_checkpoints,
+            } => write!(
+                f,
+                "clearAudio: phone cleared, {dropped_ms:.0} ms dropped, checkpoints dropped {dropped_checkpoints:?}"
+            ),
+            Self::ClearedAudioSent => write!(f, "clearedAudio sent"),
+            Self::SendDtmfReceived { digits } => write!(f, "sendDTMF {digits:?} received"),
+            Self::FirstAgentAudioHeard => write!(f, "first agent audio heard"),
+            Self::AgentTurnStarted { turn } => write!(f, "agent turn {turn} starts playing"),
+            Self::CheckpointPlayed { name } => {
+                write!(f, "checkpoint {name:?} played, playedStream sent")
+            }
+            Self::StepStarted { index, kind } => write!(f, "caller step {index} ({kind})"),
+            Self::WaitTimedOut { index } => write!(f, "caller step {index} gave up waiting"),
+            Self::ProtocolError { kind, .. } => write!(f, "protocol error: {kind}"),
+            Self::SendQueueFull => write!(f, "send queue full, message dropped"),
+            Self::ServerClosed { code } => write!(f, "server closed the stream (code {code:?})"),
+            Self::StreamClosed => write!(f, "stream closed"),
+        }
+    }
+}
+
 fn ms(v: Option<f64>) -> String {
     v.map_or_else(|| "-".to_owned(), |v| format!("{v:.0} ms"))
 }
@@ -388,6 +437,20 @@ impl fmt::Display for CallReport {
                 )?;
             }
             writeln!(f, ", gaps {} ({:.0} ms)", t.reply_gaps, t.reply_gap_ms)?;
+        }
+        let key: Vec<&Event> = self
+            .timeline
+            .iter()
+            .filter(|e| !e.kind.is_per_message())
+            .collect();
+        if !key.is_empty() {
+            writeln!(f, "  events (simulated ms):")?;
+        }
+        for e in key.iter().take(DISPLAY_EVENTS) {
+            writeln!(f, "    {:>8.0}  {}", e.sim_ms, e.kind)?;
+        }
+        if key.len() > DISPLAY_EVENTS {
+            writeln!(f, "    … {} more", key.len() - DISPLAY_EVENTS)?;
         }
         for e in self.protocol_errors.iter().take(10) {
             writeln!(

@@ -7,6 +7,7 @@
 //! where real-time pacing is what is tested.
 
 mod answer;
+mod cli;
 mod fake;
 mod figures;
 mod load;

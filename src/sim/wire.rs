@@ -12,6 +12,7 @@
 //! `try_send` and a full queue is counted, not waited on. Never: panics on server input.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
@@ -52,6 +53,8 @@ pub(crate) enum Outgoing {
         call_id: String,
         account_id: String,
         format: MediaFormat,
+        /// `<Stream extraHeaders>`, echoed at the top level as Plivo does.
+        extra_headers: Option<String>,
     },
     /// `media`.
     Media {
@@ -186,25 +189,27 @@ pub(crate) fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Sends queued messages in order, numbering them; returns the number written.
+/// Sends queued messages in order, numbering them, until [`Outgoing::Close`] or a send
+/// fails; counts the messages written in `written` (readable even if the task is aborted).
 pub(crate) async fn writer(
     mut sink: SplitSink<Socket, Message>,
     mut rx: mpsc::Receiver<Outgoing>,
     stream_id: String,
-) -> u64 {
+    written: Arc<AtomicU64>,
+) {
     let mut sequence = 0u64;
     while let Some(message) = rx.recv().await {
         let Some(text) = encode(message, sequence + 1, &stream_id) else {
             break;
         };
         if sink.send(Message::text(text)).await.is_err() {
-            return sequence;
+            return;
         }
         sequence += 1;
+        written.store(sequence, Ordering::Relaxed);
     }
     // Sends a close frame and flushes it.
     let _ = sink.close().await;
-    sequence
 }
 
 /// The JSON text of `message` numbered `sequence`; `None` for [`Outgoing::Close`].
@@ -216,6 +221,7 @@ fn encode(message: Outgoing, sequence: u64, stream_id: &str) -> Option<String> {
             call_id,
             account_id,
             format,
+            extra_headers,
         } => Inbound::Start(Start {
             sequence_number,
             start: StartBody {
@@ -228,7 +234,7 @@ fn encode(message: Outgoing, sequence: u64, stream_id: &str) -> Option<String> {
                     sample_rate: u64::from(format.sample_rate()),
                 },
             },
-            extra_headers: None,
+            extra_headers,
         }),
         Outgoing::Media {
             timestamp,

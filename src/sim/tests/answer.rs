@@ -141,3 +141,49 @@ async fn an_unexpected_content_type_is_refused() {
     let err = run_call(cfg).await.unwrap_err();
     assert!(matches!(err, SimError::ContentType { .. }), "{err}");
 }
+
+#[tokio::test]
+async fn answers_plivo_would_reject_fail_the_call_by_kind() {
+    for (status, body, kind) in [
+        (500, "oops", "answer_status"),
+        (200, "<Response><Speak>hi</Speak></Response>", "answer_xml"),
+        (200, "", "answer_xml"),
+    ] {
+        let fake = Fake::start(FakeConfig {
+            raw_answer: Some((status, body)),
+            ..FakeConfig::default()
+        })
+        .await;
+        let err = run_call(config(&fake, vec![CallerStep::Hangup], 10.0))
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), kind, "{status} {body:?}: {err}");
+    }
+}
+
+#[tokio::test]
+async fn a_stream_plivo_would_half_ignore_is_noted() {
+    let fake = Fake::start(FakeConfig {
+        raw_answer: Some((
+            200,
+            r#"<?xml version="1.0" encoding="UTF-8"?><Response><Stream contentType="audio/x-mulaw;rate=8000">ws://{addr}/plivo/stream</Stream></Response>"#,
+        )),
+        ..FakeConfig::default()
+    })
+    .await;
+    let report = run_call(config(
+        &fake,
+        vec![CallerStep::Silence(Duration::from_millis(40))],
+        10.0,
+    ))
+    .await
+    .unwrap();
+    let kinds: Vec<&str> = report
+        .protocol_errors
+        .iter()
+        .map(|e| e.kind.as_str())
+        .collect();
+    assert_eq!(kinds, ["keep_call_alive_missing", "not_bidirectional"]);
+    assert!(!report.bidirectional);
+    assert_eq!(report.status_callback_url, None);
+}

@@ -58,6 +58,12 @@ pub struct FakeConfig {
     pub echo_burst: Option<usize>,
     /// (chunk, action): done right after media chunk `chunk` arrives.
     pub actions: Vec<(u64, Action)>,
+    /// `extraHeaders` of the `<Stream>`.
+    pub extra_headers: Option<&'static str>,
+    /// `streamTimeout` of the `<Stream>`, seconds.
+    pub stream_timeout_secs: Option<u32>,
+    /// Answer with this status and body instead (`{addr}` is replaced by the fake's address).
+    pub raw_answer: Option<(u16, &'static str)>,
 }
 
 impl Default for FakeConfig {
@@ -69,6 +75,9 @@ impl Default for FakeConfig {
             status_callback: true,
             echo_burst: None,
             actions: Vec::new(),
+            extra_headers: None,
+            stream_timeout_secs: None,
+            raw_answer: None,
         }
     }
 }
@@ -192,6 +201,11 @@ async fn answer(
 ) -> Response {
     let req = record(&state, &method, &uri, &headers, &body);
     state.seen.lock().unwrap().answers.push(req);
+    if let Some((status, body)) = state.config.raw_answer {
+        let status = axum::http::StatusCode::from_u16(status).unwrap();
+        let body = body.replace("{addr}", &state.addr.to_string());
+        return (status, [("content-type", "text/xml")], body).into_response();
+    }
     if state.config.refuse {
         return (
             [("content-type", "application/xml")],
@@ -207,8 +221,8 @@ async fn answer(
         stream_url: &stream_url,
         content_type: &content_type,
         status_callback_url: state.config.status_callback.then_some(status.as_str()),
-        extra_headers: None,
-        stream_timeout_secs: None,
+        extra_headers: state.config.extra_headers,
+        stream_timeout_secs: state.config.stream_timeout_secs,
     });
     ([("content-type", "application/xml")], xml).into_response()
 }

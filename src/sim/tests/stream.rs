@@ -205,3 +205,26 @@ async fn dtmf_steps_send_one_message_per_digit() {
         Err(SimError::Script(ScriptError::BadDigit('x')))
     ));
 }
+
+#[tokio::test]
+async fn start_echoes_extra_headers_and_stream_timeout_stops_the_stream() {
+    let fake = Fake::start(FakeConfig {
+        extra_headers: Some("tenant=7,lang=en"),
+        stream_timeout_secs: Some(1),
+        ..FakeConfig::default()
+    })
+    .await;
+    let report = run_call(config(
+        &fake,
+        vec![CallerStep::Silence(Duration::from_secs(5))],
+        10.0,
+    ))
+    .await
+    .unwrap();
+    let messages = received(&fake);
+    assert_eq!(messages[0]["extra_headers"], "tenant=7,lang=en");
+    assert_eq!(report.end, EndReason::StreamTimeout);
+    assert_eq!(report.ticks, 50);
+    let seen = fake.seen();
+    assert_eq!(seen.hangups[0].param("HangupCauseCode"), Some("4010"));
+}

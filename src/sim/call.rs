@@ -75,16 +75,8 @@ pub(crate) async fn run_call_with(
             (url.to_string(), method)
         });
 
-    let request = callbacks::ws_request(&cfg, &dial, &given)?;
     let connecting = Instant::now();
-    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
-    let (socket, _) = tokio::time::timeout(cfg.timeouts.connect, connect)
-        .await
-        .map_err(|_| SimError::Timeout { stage: "connect" })?
-        .map_err(|source| SimError::Connect {
-            url: dial.to_string(),
-            source: Box::new(source),
-        })?;
+    let socket = connect(&cfg, &dial, &given).await?;
     let connect_ms = ms_since(connecting);
 
     let stream_id = uuid::Uuid::new_v4().to_string();
@@ -133,17 +125,14 @@ pub(crate) async fn run_call_with(
         .stream_timeout_secs
         .map(|secs| ticks_for(Duration::from_secs(u64::from(secs))));
     let clock = run_clock(&shared, &tx, runner, &cfg, answered.format, stream_ticks).await;
+    let wall_ms = ms_since(t0);
 
     // Close: the server's close reply ends the reader; neither end is waited on for long.
-    {
-        let mut s = lock(&shared);
-        s.closing = true;
-    }
+    lock(&shared).closing = true;
     let _ = tx.try_send(Outgoing::Close);
     drop(tx);
     finish(writer, cfg.timeouts.close).await;
     finish(reader, cfg.timeouts.close).await;
-    let wall_ms = ms_since(t0);
 
     let mut callbacks_done = Vec::new();
     if let Some(handle) = start_stream
@@ -203,6 +192,24 @@ pub(crate) async fn run_call_with(
         protocol_errors: std::mem::take(&mut s.protocol_errors),
         callbacks: callbacks_done,
     })
+}
+
+/// Dials the stream with Plivo's signed upgrade (Nagle off: one small message per tick).
+async fn connect(
+    cfg: &SimConfig,
+    dial: &reqwest::Url,
+    given: &str,
+) -> Result<wire::Socket, SimError> {
+    let request = callbacks::ws_request(cfg, dial, given)?;
+    let connect = tokio_tungstenite::connect_async_with_config(request, None, true);
+    let (socket, _) = tokio::time::timeout(cfg.timeouts.connect, connect)
+        .await
+        .map_err(|_| SimError::Timeout { stage: "connect" })?
+        .map_err(|source| SimError::Connect {
+            url: dial.to_string(),
+            source: Box::new(source),
+        })?;
+    Ok(socket)
 }
 
 /// Waits up to `limit` for a task, then aborts it.

@@ -2,7 +2,8 @@
 //!
 //! A call that ran, even badly (protocol errors, gaps, a server that hung up), is a
 //! [`super::CallReport`], not an error. These are the calls that never got to stream, or
-//! were set up wrongly.
+//! were set up wrongly. Never: carries a protocol error from the server (those go in the
+//! report) or a secret (the auth token is never part of a message).
 
 use thiserror::Error;
 

@@ -6,7 +6,11 @@
 //!
 //! Clocks: `tick` and `sim_ms` are on the simulator's clock (tick n starts at n·20 ms, t0 is
 //! the first media tick, and a script at speed 10 still spans the same simulated ms);
-//! `wall_ms` is real time since t0 from [`std::time::Instant`].
+//! `wall_ms` is real time since t0 from [`std::time::Instant`]. Events the clock makes (media
+//! sent, audio heard, checkpoint played) carry their tick's nominal time; events from the
+//! server carry their arrival, scaled by the speed. The two agree to within the clock's
+//! lateness ([`ClockStats::max_late_ms`] × speed), which is also the accuracy of the
+//! figures. The timeline is in the order things happened.
 
 use std::fmt;
 use std::path::Path;

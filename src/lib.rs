@@ -3,7 +3,8 @@
 //! The crate mirrors the flow of a call (see `DESIGN.md`): [`telephony`] speaks Plivo's
 //! protocol, [`audio`] holds the synchronous hot-path primitives (G.711, frames,
 //! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
-//! and [`http`] serves the control routes.
+//! [`http`] serves Plivo's routes, [`session`] runs each call's media socket, and [`sim`]
+//! plays Plivo's side for tests, benches and load.
 
 #![forbid(unsafe_code)]
 
@@ -12,5 +13,6 @@ pub mod audio;
 pub mod config;
 pub mod http;
 pub mod session;
+pub mod sim;
 pub mod telemetry;
 pub mod telephony;

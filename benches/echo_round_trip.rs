@@ -18,7 +18,8 @@ use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
 use voxgate::http::{AppState, run};
 
-type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 fn media(chunk: u64, frame: &[u8]) -> Message {
     let payload = base64::engine::general_purpose::STANDARD.encode(frame);
@@ -44,7 +45,9 @@ async fn open(base: &str) -> Ws {
         .unwrap();
     let start = answer.find("ws://").unwrap();
     let end = answer[start..].find('<').unwrap() + start;
-    let (mut ws, _) = tokio_tungstenite::connect_async(&answer[start..end]).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::connect_async(&answer[start..end])
+        .await
+        .unwrap();
     ws.send(Message::Text(
         r#"{"event":"start","sequenceNumber":1,"start":{"callId":"bench-call","streamId":"bench-stream","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}}}"#.into(),
     ))
@@ -57,7 +60,11 @@ async fn open(base: &str) -> Ws {
 async fn drain_previous_echo(ws: &mut Ws) {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
-            Ok(Some(Ok(Message::Text(text)))) if text.as_str().contains(r#""event":"checkpoint""#) => return,
+            Ok(Some(Ok(Message::Text(text))))
+                if text.as_str().contains(r#""event":"checkpoint""#) =>
+            {
+                return;
+            }
             Ok(Some(Ok(_))) => continue,
             _ => panic!("no checkpoint after the echo"),
         }
@@ -65,7 +72,12 @@ async fn drain_previous_echo(ws: &mut Ws) {
 }
 
 /// One utterance; returns the time from the decisive silence frame to the first playAudio.
-async fn round_trip(ws: &mut Ws, chunk: &mut u64, utterance: &[u8], previous_echo: bool) -> Duration {
+async fn round_trip(
+    ws: &mut Ws,
+    chunk: &mut u64,
+    utterance: &[u8],
+    previous_echo: bool,
+) -> Duration {
     if previous_echo {
         drain_previous_echo(ws).await;
     }
@@ -81,7 +93,9 @@ async fn round_trip(ws: &mut Ws, chunk: &mut u64, utterance: &[u8], previous_ech
         let deadline = tokio::time::Instant::now() + Duration::from_millis(20);
         loop {
             match tokio::time::timeout_at(deadline, ws.next()).await {
-                Ok(Some(Ok(Message::Text(text)))) if text.as_str().contains(r#""event":"playAudio""#) => {
+                Ok(Some(Ok(Message::Text(text))))
+                    if text.as_str().contains(r#""event":"playAudio""#) =>
+                {
                     return sent.elapsed();
                 }
                 Ok(Some(Ok(_))) => continue,
@@ -93,8 +107,14 @@ async fn round_trip(ws: &mut Ws, chunk: &mut u64, utterance: &[u8], previous_ech
 }
 
 fn echo_round_trip(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
-    let env = [("VOXGATE_MAX_CALLS".to_owned(), "10".to_owned())].into_iter().collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let env = [("VOXGATE_MAX_CALLS".to_owned(), "10".to_owned())]
+        .into_iter()
+        .collect();
     let config = Config::load(None, &env, CliOverrides::default()).unwrap();
     let (base, shutdown) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -104,7 +124,11 @@ fn echo_round_trip(c: &mut Criterion) {
         tokio::spawn(run(listener, state, shutdown.clone()));
         (base, shutdown)
     });
-    let fixture = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/fixtures/audio/utterance_1.ulaw")).unwrap();
+    let fixture = std::fs::read(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/audio/utterance_1.ulaw"
+    ))
+    .unwrap();
     // The first word or so: 600 ms of speech from the fixture's onset (200 ms).
     let utterance = fixture[1_600..6_400].to_vec();
     let mut ws = rt.block_on(open(&base));
@@ -112,7 +136,10 @@ fn echo_round_trip(c: &mut Criterion) {
     let samples = Arc::new(Mutex::new(Vec::new()));
 
     let mut group = c.benchmark_group("echo_round_trip");
-    group.sample_size(10).warm_up_time(Duration::from_secs(2)).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .warm_up_time(Duration::from_secs(2))
+        .measurement_time(Duration::from_secs(20));
     group.bench_function("media_in_to_play_audio_out", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {

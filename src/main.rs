@@ -1,4 +1,4 @@
-//! The voxgate command line: `voxgate serve`.
+//! The voxgate command line: `voxgate serve`, `voxgate simulate`, `voxgate load`.
 //!
 //! `main` only parses flags, loads the configuration (file + environment + flags), sets up
 //! tracing, binds and hands over to the library; every decision lives in the library.
@@ -46,6 +46,10 @@ enum Command {
         #[arg(long)]
         no_verify_signatures: bool,
     },
+    /// Play Plivo's side of one call against a running voxgate and report what the caller heard.
+    Simulate(voxgate::sim::cli::SimulateArgs),
+    /// Run many simulated calls at once against a running voxgate (loopback only).
+    Load(voxgate::sim::cli::LoadArgs),
 }
 
 #[tokio::main]
@@ -81,6 +85,8 @@ async fn main() -> anyhow::Result<()> {
                 Config::load(text.as_deref(), &env, cli).context("invalid configuration")?;
             serve(config).await
         }
+        Command::Simulate(args) => voxgate::sim::cli::simulate(args).await,
+        Command::Load(args) => voxgate::sim::cli::load(args).await,
     }
 }
 

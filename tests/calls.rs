@@ -138,8 +138,7 @@ async fn barge_in_silences_the_phone_within_40_ms_of_the_servers_speech_start() 
         .expect("server saw a barge-in");
     let speech_start = entries
         .iter()
-        .filter(|e| matches!(e.event, Event::SpeechStarted { .. }) && e.at <= barge_in.at)
-        .last()
+        .rfind(|e| matches!(e.event, Event::SpeechStarted { .. }) && e.at <= barge_in.at)
         .unwrap();
     let cleared = report
         .timeline

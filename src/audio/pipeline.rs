@@ -94,19 +94,29 @@ pub enum Pushed {
     DroppedOldest,
 }
 
-/// Pipeline-wide counters, for metrics.
-#[derive(Debug, Default)]
+/// Pipeline-wide counters at one moment, summed over the workers.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PipelineStats {
     /// Frames the workers processed.
-    pub frames_processed: AtomicU64,
-    /// Frames dropped because a queue was full (in or out).
-    pub frames_dropped: AtomicU64,
+    pub frames_processed: u64,
+    /// Outputs dropped because a consumer's queue was full.
+    pub frames_dropped: u64,
     /// Frames dropped because they were not 20 ms long.
-    pub frames_malformed: AtomicU64,
+    pub frames_malformed: u64,
     /// Calls currently joined.
-    pub calls: AtomicUsize,
+    pub calls: usize,
     /// Frames waiting for a worker, over all calls.
-    pub queued_frames: AtomicUsize,
+    pub queued_frames: usize,
+}
+
+/// One worker's counters. Each worker writes only its own, so the per-frame path never
+/// bounces a shared cache line between workers; [`Pipeline::stats`] sums them.
+#[derive(Debug, Default)]
+struct WorkerCounters {
+    processed: AtomicU64,
+    dropped: AtomicU64,
+    malformed: AtomicU64,
+    queued: AtomicUsize,
 }
 
 /// Counters of one call.
@@ -138,6 +148,7 @@ struct WorkerShared {
     sleeping: AtomicBool,
     stop: AtomicBool,
     calls: AtomicUsize,
+    counters: WorkerCounters,
     thread: Thread,
 }
 
@@ -156,7 +167,6 @@ pub struct Pipeline {
     workers: Vec<Arc<WorkerShared>>,
     threads: Vec<JoinHandle<()>>,
     pool: FramePool,
-    stats: Arc<PipelineStats>,
     config: PipelineConfig,
 }
 
@@ -168,12 +178,10 @@ impl Pipeline {
             n => n,
         };
         let pool = FramePool::new(config.pool_capacity);
-        let stats = Arc::new(PipelineStats::default());
         let mut workers = Vec::with_capacity(count);
         let mut threads = Vec::with_capacity(count);
         for index in 0..count {
             let (tx, rx) = std::sync::mpsc::sync_channel(1);
-            let worker_stats = Arc::clone(&stats);
             let worker_pool = pool.clone();
             let vad = config.vad;
             let handle = thread::Builder::new()
@@ -184,10 +192,11 @@ impl Pipeline {
                         sleeping: AtomicBool::new(false),
                         stop: AtomicBool::new(false),
                         calls: AtomicUsize::new(0),
+                        counters: WorkerCounters::default(),
                         thread: thread::current(),
                     });
                     if tx.send(Arc::clone(&shared)).is_ok() {
-                        Worker::new(shared, worker_pool, worker_stats, vad).run();
+                        Worker::new(shared, worker_pool, vad).run();
                     }
                 })
                 .map_err(|_| PipelineError::Spawn)?;
@@ -199,7 +208,6 @@ impl Pipeline {
             workers,
             threads,
             pool,
-            stats,
             config,
         })
     }
@@ -209,9 +217,18 @@ impl Pipeline {
         &self.pool
     }
 
-    /// Pipeline-wide counters.
-    pub fn stats(&self) -> &PipelineStats {
-        &self.stats
+    /// Pipeline-wide counters, summed over the workers now.
+    pub fn stats(&self) -> PipelineStats {
+        let mut stats = PipelineStats::default();
+        for worker in &self.workers {
+            let c = &worker.counters;
+            stats.frames_processed += c.processed.load(Ordering::Relaxed);
+            stats.frames_dropped += c.dropped.load(Ordering::Relaxed);
+            stats.frames_malformed += c.malformed.load(Ordering::Relaxed);
+            stats.queued_frames += c.queued.load(Ordering::Relaxed);
+            stats.calls += worker.calls.load(Ordering::Relaxed);
+        }
+        stats
     }
 
     /// Number of worker threads.
@@ -244,12 +261,10 @@ impl Pipeline {
             .push(Arc::clone(&call))
             .map_err(|_| PipelineError::Busy)?;
         worker.calls.fetch_add(1, Ordering::Relaxed);
-        self.stats.calls.fetch_add(1, Ordering::Relaxed);
         worker.nudge();
         Ok(CallHandle {
             call,
             worker: Arc::clone(worker),
-            stats: Arc::clone(&self.stats),
         })
     }
 }
@@ -270,7 +285,6 @@ impl Drop for Pipeline {
 pub struct CallHandle {
     call: Arc<CallShared>,
     worker: Arc<WorkerShared>,
-    stats: Arc<PipelineStats>,
 }
 
 impl CallHandle {
@@ -279,7 +293,7 @@ impl CallHandle {
     pub fn push(&self, frame: PooledFrame) -> Pushed {
         let outcome = match self.call.input.force_push(frame) {
             None => {
-                self.stats.queued_frames.fetch_add(1, Ordering::Relaxed);
+                self.worker.counters.queued.fetch_add(1, Ordering::Relaxed);
                 Pushed::Queued
             }
             Some(_oldest) => {
@@ -363,7 +377,6 @@ struct CallState {
 struct Worker {
     shared: Arc<WorkerShared>,
     pool: FramePool,
-    stats: Arc<PipelineStats>,
     vad: VadConfig,
     calls: Vec<CallState>,
 }
@@ -374,16 +387,10 @@ const BURST: usize = 8;
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
 impl Worker {
-    fn new(
-        shared: Arc<WorkerShared>,
-        pool: FramePool,
-        stats: Arc<PipelineStats>,
-        vad: VadConfig,
-    ) -> Self {
+    fn new(shared: Arc<WorkerShared>, pool: FramePool, vad: VadConfig) -> Self {
         Self {
             shared,
             pool,
-            stats,
             vad,
             calls: Vec::with_capacity(64),
         }
@@ -431,12 +438,20 @@ impl Worker {
             });
         }
         let before = self.calls.len();
-        self.calls
-            .retain(|c| !c.shared.closed.load(Ordering::SeqCst));
+        let counters = &self.shared.counters;
+        self.calls.retain(|c| {
+            let closed = c.shared.closed.load(Ordering::SeqCst);
+            if closed {
+                // Frames a leaving call never got processed: no longer queued.
+                counters
+                    .queued
+                    .fetch_sub(c.shared.input.len(), Ordering::Relaxed);
+            }
+            !closed
+        });
         let retired = before - self.calls.len();
         if retired > 0 {
             self.shared.calls.fetch_sub(retired, Ordering::Relaxed);
-            self.stats.calls.fetch_sub(retired, Ordering::Relaxed);
         }
     }
 
@@ -447,7 +462,8 @@ impl Worker {
                 let Some(frame) = call.shared.input.pop() else {
                     break;
                 };
-                process_frame(call, frame, &self.pool, &self.stats);
+                self.shared.counters.queued.fetch_sub(1, Ordering::Relaxed);
+                process_frame(call, frame, &self.pool, &self.shared.counters);
                 worked = true;
             }
         }
@@ -457,10 +473,10 @@ impl Worker {
 
 /// Pushes to an output queue, dropping (and counting) the oldest item when full.
 #[inline]
-fn push_out<T>(queue: &ArrayQueue<T>, item: T, call: &CallStats, stats: &PipelineStats) {
+fn push_out<T>(queue: &ArrayQueue<T>, item: T, call: &CallStats, stats: &WorkerCounters) {
     if queue.force_push(item).is_some() {
         call.dropped_out.fetch_add(1, Ordering::Relaxed);
-        stats.frames_dropped.fetch_add(1, Ordering::Relaxed);
+        stats.dropped.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -469,7 +485,7 @@ fn process_frame(
     call: &mut CallState,
     frame: PooledFrame,
     pool: &FramePool,
-    stats: &PipelineStats,
+    stats: &WorkerCounters,
 ) {
     let shared = &*call.shared;
     let timestamp = frame.timestamp_ms;
@@ -510,7 +526,7 @@ fn process_frame(
         }
         _ => {
             shared.stats.malformed.fetch_add(1, Ordering::Relaxed);
-            stats.frames_malformed.fetch_add(1, Ordering::Relaxed);
+            stats.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         }
     };
@@ -531,7 +547,7 @@ fn process_frame(
         .stats
         .frames_processed
         .fetch_add(1, Ordering::Relaxed);
-    stats.frames_processed.fetch_add(1, Ordering::Relaxed);
+    stats.processed.fetch_add(1, Ordering::Relaxed);
 }
 
 #[cfg(test)]

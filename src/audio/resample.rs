@@ -403,10 +403,11 @@ fn i16_to_f32(src: &[i16], dst: &mut [f32]) {
 /// full-scale input) instead of wrapping. `dst` and `src` have the same length.
 fn f32_to_i16(src: &[f32], dst: &mut [i16]) {
     for (d, &s) in dst.iter_mut().zip(src) {
-        // `as` saturates (and maps NaN to 0); the clamp says so explicitly.
-        *d = (s * I16_SCALE)
-            .round()
-            .clamp(f32::from(i16::MIN), f32::from(i16::MAX)) as i16;
+        // Round half away from zero, as `f32::round` does, but without its libm call
+        // (baseline x86_64 has no rounding instruction): offset by ±0.5, then `as`, which
+        // truncates, saturates out-of-range values and maps NaN to 0.
+        let scaled = s * I16_SCALE;
+        *d = (scaled + 0.5f32.copysign(scaled)) as i16;
     }
 }
 

@@ -2,7 +2,6 @@
 //! `/metrics` (Prometheus text).
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Json;
 use axum::extract::State;
@@ -47,14 +46,12 @@ pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
 
 pub(super) async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     let stats = state.pipeline.stats();
-    metrics::counter!(telemetry::PIPELINE_FRAMES)
-        .absolute(stats.frames_processed.load(Ordering::Relaxed));
+    metrics::counter!(telemetry::PIPELINE_FRAMES).absolute(stats.frames_processed);
     metrics::counter!(telemetry::FRAMES_DROPPED, "stage" => "pipeline_out")
-        .absolute(stats.frames_dropped.load(Ordering::Relaxed));
+        .absolute(stats.frames_dropped);
     metrics::counter!(telemetry::FRAMES_DROPPED, "stage" => "malformed")
-        .absolute(stats.frames_malformed.load(Ordering::Relaxed));
-    metrics::gauge!(telemetry::PIPELINE_QUEUE_DEPTH)
-        .set(stats.queued_frames.load(Ordering::Relaxed) as f64);
+        .absolute(stats.frames_malformed);
+    metrics::gauge!(telemetry::PIPELINE_QUEUE_DEPTH).set(stats.queued_frames as f64);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

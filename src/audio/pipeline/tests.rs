@@ -68,6 +68,11 @@ fn frames_flow_in_order_to_the_record_tap_and_stt() {
     }
     assert!(call.pop_record().is_none());
     assert_eq!(call.stats().dropped_out.load(Ordering::Relaxed), 0);
+    let stats = pipeline.stats();
+    assert_eq!(
+        (stats.frames_processed, stats.queued_frames, stats.calls),
+        (20, 0, 1)
+    );
 }
 
 #[test]
@@ -122,7 +127,7 @@ fn a_slow_consumer_loses_the_oldest_output_and_it_is_counted() {
     let kept: Vec<u64> = std::iter::from_fn(|| call.pop_record().map(|f| f.chunk)).collect();
     assert_eq!(kept, [7, 8, 9, 10]);
     assert_eq!(call.stats().dropped_out.load(Ordering::Relaxed), 6);
-    assert_eq!(pipeline.stats().frames_dropped.load(Ordering::Relaxed), 6);
+    assert_eq!(pipeline.stats().frames_dropped, 6);
 }
 
 #[test]
@@ -134,6 +139,7 @@ fn a_full_input_drops_the_oldest_frame_and_counts_it() {
         sleeping: AtomicBool::new(false),
         stop: AtomicBool::new(false),
         calls: AtomicUsize::new(0),
+        counters: WorkerCounters::default(),
         thread: thread::current(),
     });
     let call = CallHandle {
@@ -147,7 +153,6 @@ fn a_full_input_drops_the_oldest_frame_and_counts_it() {
             stats: CallStats::default(),
         }),
         worker,
-        stats: Arc::new(PipelineStats::default()),
     };
     let outcomes: Vec<Pushed> = (1..=5).map(|c| call.push(frame(&pool, 8_000, c))).collect();
     assert_eq!(outcomes[..3], [Pushed::Queued; 3]);
@@ -174,7 +179,7 @@ fn malformed_frames_are_dropped_and_counted() {
         call.stats().frames_processed.load(Ordering::Relaxed) == 1
     });
     assert_eq!(call.stats().malformed.load(Ordering::Relaxed), 1);
-    assert_eq!(pipeline.stats().frames_malformed.load(Ordering::Relaxed), 1);
+    assert_eq!(pipeline.stats().frames_malformed, 1);
     assert_eq!(call.pop_record().unwrap().chunk, 1);
 }
 
@@ -208,10 +213,13 @@ fn calls_join_and_leave_while_others_run() {
     wait_until("steady frames", || {
         steady.stats().frames_processed.load(Ordering::Relaxed) == 20
     });
-    wait_until("visitors retired", || {
-        pipeline.stats().calls.load(Ordering::Relaxed) == 1
-    });
+    wait_until("visitors retired", || pipeline.stats().calls == 1);
     assert_eq!(steady.stats().dropped_in.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        pipeline.stats().queued_frames,
+        0,
+        "frames of calls that left are not counted as queued"
+    );
     // Calls spread over both workers.
     assert_eq!(pipeline.workers(), 2);
 }

@@ -224,32 +224,54 @@ pub(super) async fn stream(
         })
 }
 
-/// Reads and checks a callback; `Err` is the response to send.
-fn callback(
-    state: &AppState,
-    route: &'static str,
-    headers: &HeaderMap,
-    uri: &Uri,
-    body: &[u8],
-) -> Result<(String, Vec<(String, String)>), BadSignature> {
-    let form = parse_form(body);
-    let url = format!("{}{}", public_base(state, headers), path_and_query(uri));
-    check_signature(state, route, Method::Post, &url, &form, headers)?;
-    let query = parse_query(uri.query().unwrap_or(""));
-    let field = |name: &str| form.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-    let call_id = query
-        .iter()
-        .find(|(k, v)| k == "call_id" && !v.is_empty())
-        .map(|(_, v)| v.clone())
-        .or_else(|| field("CallUUID"))
-        .unwrap_or_default();
-    Ok((call_id, form))
+/// A Plivo callback that passed its signature check.
+struct Callback {
+    /// `?call_id=` when the URL carries one, else the form's `CallUUID`.
+    call_id: String,
+    form: Vec<(String, String)>,
 }
 
-fn get<'a>(form: &'a [(String, String)], name: &str) -> &'a str {
-    form.iter()
-        .find(|(k, _)| k == name)
-        .map_or("", |(_, v)| v.as_str())
+impl Callback {
+    /// Reads and checks a callback.
+    fn read(
+        state: &AppState,
+        route: &'static str,
+        headers: &HeaderMap,
+        uri: &Uri,
+        body: &[u8],
+    ) -> Result<Self, BadSignature> {
+        let form = parse_form(body);
+        let url = format!("{}{}", public_base(state, headers), path_and_query(uri));
+        check_signature(state, route, Method::Post, &url, &form, headers)?;
+        let from_query = parse_query(uri.query().unwrap_or(""))
+            .into_iter()
+            .find(|(k, v)| k == "call_id" && !v.is_empty())
+            .map(|(_, v)| v);
+        let mut callback = Self {
+            call_id: String::new(),
+            form,
+        };
+        callback.call_id = from_query.unwrap_or_else(|| callback.get("CallUUID").to_owned());
+        Ok(callback)
+    }
+
+    /// A form field, or `""`.
+    fn get(&self, name: &str) -> &str {
+        self.form
+            .iter()
+            .find(|(k, _)| k == name)
+            .map_or("", |(_, v)| v.as_str())
+    }
+
+    /// Counts the callback; true the first time its idempotency `key` is seen (Plivo
+    /// retries callbacks, and a retry must not be acted on twice).
+    fn first_time(&self, state: &AppState, kind: &'static str, key: String) -> bool {
+        let first = state.callbacks.first_time(key);
+        let duplicate = if first { "false" } else { "true" };
+        metrics::counter!(telemetry::CALLBACKS, "kind" => kind, "duplicate" => duplicate)
+            .increment(1);
+        first
+    }
 }
 
 /// `POST /plivo/hangup`: the call ended; its session (if still open) is closed.
@@ -259,20 +281,19 @@ pub(super) async fn hangup(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let (call_id, form) = match callback(&state, "hangup", &headers, &uri, &body) {
-        Ok(parsed) => parsed,
+    let callback = match Callback::read(&state, "hangup", &headers, &uri, &body) {
+        Ok(callback) => callback,
         Err(refusal) => return refusal.into_response(),
     };
-    let key = format!("hangup:{}", get(&form, "CallUUID"));
-    if !state.callbacks.first_time(key) {
-        metrics::counter!(telemetry::CALLBACKS, "kind" => "hangup", "duplicate" => "true")
-            .increment(1);
-        return StatusCode::OK.into_response();
+    if callback.first_time(
+        &state,
+        "hangup",
+        format!("hangup:{}", callback.get("CallUUID")),
+    ) {
+        let known = state.sessions.hang_up(&callback.call_id);
+        info!(call_id = %callback.call_id, known, cause = callback.get("HangupCause"),
+            duration = callback.get("Duration"), "hangup callback");
     }
-    metrics::counter!(telemetry::CALLBACKS, "kind" => "hangup", "duplicate" => "false")
-        .increment(1);
-    let known = state.sessions.hang_up(&call_id);
-    info!(%call_id, known, cause = get(&form, "HangupCause"), duration = get(&form, "Duration"), "hangup callback");
     StatusCode::OK.into_response()
 }
 
@@ -283,17 +304,12 @@ pub(super) async fn ring(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let (call_id, form) = match callback(&state, "ring", &headers, &uri, &body) {
-        Ok(parsed) => parsed,
+    let callback = match Callback::read(&state, "ring", &headers, &uri, &body) {
+        Ok(callback) => callback,
         Err(refusal) => return refusal.into_response(),
     };
-    let duplicate = !state
-        .callbacks
-        .first_time(format!("ring:{}", get(&form, "CallUUID")));
-    metrics::counter!(telemetry::CALLBACKS, "kind" => "ring", "duplicate" => if duplicate { "true" } else { "false" })
-        .increment(1);
-    if !duplicate {
-        info!(%call_id, "ring callback");
+    if callback.first_time(&state, "ring", format!("ring:{}", callback.get("CallUUID"))) {
+        info!(call_id = %callback.call_id, "ring callback");
     }
     StatusCode::OK.into_response()
 }
@@ -306,28 +322,20 @@ pub(super) async fn stream_status(
     uri: Uri,
     body: Bytes,
 ) -> Response {
-    let (call_id, form) = match callback(&state, "stream_status", &headers, &uri, &body) {
-        Ok(parsed) => parsed,
+    let callback = match Callback::read(&state, "stream_status", &headers, &uri, &body) {
+        Ok(callback) => callback,
         Err(refusal) => return refusal.into_response(),
     };
-    let event = get(&form, "Event");
-    let key = format!(
-        "stream:{}:{}:{}",
-        get(&form, "StreamID"),
-        event,
-        get(&form, "Timestamp")
-    );
-    let duplicate = !state.callbacks.first_time(key);
-    metrics::counter!(telemetry::CALLBACKS, "kind" => "stream_status", "duplicate" => if duplicate { "true" } else { "false" })
-        .increment(1);
-    if duplicate {
-        return StatusCode::OK.into_response();
-    }
-    match event {
-        "DroppedStream" | "failed" | "DegradedStream" => {
-            warn!(%call_id, event, stream_id = get(&form, "StreamID"), "stream status")
+    let (event, stream_id) = (callback.get("Event"), callback.get("StreamID"));
+    let key = format!("stream:{stream_id}:{event}:{}", callback.get("Timestamp"));
+    if callback.first_time(&state, "stream_status", key) {
+        let call_id = &callback.call_id;
+        match event {
+            "DroppedStream" | "failed" | "DegradedStream" => {
+                warn!(%call_id, event, stream_id, "stream status")
+            }
+            _ => info!(%call_id, event, stream_id, "stream status"),
         }
-        _ => info!(%call_id, event, stream_id = get(&form, "StreamID"), "stream status"),
     }
     StatusCode::OK.into_response()
 }

@@ -11,6 +11,7 @@
 pub mod agent;
 pub mod audio;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod session;
 pub mod sim;

@@ -7,3 +7,4 @@
 //! order per call; a terminal state is final and reported once.
 
 pub mod model;
+pub mod store;

@@ -1,0 +1,1 @@
+//! In-memory store: the reference model the real stores are tested against.

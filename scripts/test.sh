@@ -14,7 +14,8 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
 fi
 
 echo "== cargo test"
-cargo test --locked --all-targets
+log=$(mktemp)
+cargo test --locked --all-targets 2>&1 | tee "$log"
 echo "== benches compile"
 cargo bench --locked --no-run
 
@@ -29,4 +30,7 @@ if [ "${VOXGATE_SKIP_FUZZ:-0}" != 1 ]; then
     done
   )
 fi
-echo "test: all passed"
+# One closing line for the whole suite, summed over every test binary.
+awk '/^test result:/ { for (i = 1; i <= NF; i++) { if ($(i+1) ~ /^passed/) p += $i; if ($(i+1) ~ /^failed/) f += $i } }
+     END { printf "tests: %d passed, %d failed\n", p, f }' "$log"
+rm -f "$log"

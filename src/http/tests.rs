@@ -34,6 +34,13 @@ async fn server(env: &[(&str, &str)]) -> Server {
     }
 }
 
+impl Server {
+    async fn metrics(&self) -> String {
+        let url = format!("{}/metrics", self.base);
+        reqwest::get(url).await.unwrap().text().await.unwrap()
+    }
+}
+
 fn form(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
     pairs
         .iter()
@@ -69,12 +76,7 @@ async fn health_ready_and_metrics_answer() {
             .status(),
         200
     );
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("voxgate_pipeline_queue_depth"),
         "{metrics}"
@@ -164,12 +166,7 @@ async fn signatures_are_enforced_when_a_token_is_set() {
     }
     assert_eq!(request.send().await.unwrap().status(), 403);
     assert_eq!(post(&hangup, &fields, Some(TOKEN)).await.status(), 200);
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("voxgate_signature_failures_total"),
         "{metrics}"
@@ -231,12 +228,7 @@ async fn callbacks_are_idempotent_and_unknown_calls_get_200() {
             .status(),
         200
     );
-    let metrics = reqwest::get(format!("{}/metrics", s.base))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains(r#"voxgate_callbacks_total{kind="hangup",duplicate="true"}"#),
         "{metrics}"

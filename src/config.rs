@@ -62,6 +62,41 @@ pub struct RawConfig {
     /// Per-call session settings and server limits.
     #[serde(default)]
     pub session: RawSession,
+    /// The control plane: API, call lifecycle, delivery.
+    #[serde(default)]
+    pub control: RawControl,
+}
+
+/// `[control]` in the file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawControl {
+    /// Bearer tokens accepted by `/v1` (prefer `VOXGATE_API_TOKENS`).
+    pub api_tokens: Option<Vec<String>>,
+    /// Default caller id for outbound calls.
+    pub caller_id: Option<String>,
+    /// Answered seconds for a call to count as completed.
+    pub min_answered_secs: Option<u64>,
+    /// Redis URL: with it, call state and the outbox live in Redis and the queue sink is on.
+    pub redis_url: Option<String>,
+    /// Redis Stream the queue sink appends events to.
+    pub queue_stream: Option<String>,
+    /// Backend base URL: with it, the backend sink is on.
+    pub backend_url: Option<String>,
+    /// Secret for the backend's HMAC-SHA256 signature header (prefer the environment).
+    pub backend_secret: Option<String>,
+    /// Reconcile: first check after this many seconds.
+    pub reconcile_initial_delay_secs: Option<u64>,
+    /// Reconcile: check every this many seconds.
+    pub reconcile_interval_secs: Option<u64>,
+    /// Reconcile: Plivo request timeout, seconds.
+    pub reconcile_timeout_secs: Option<u64>,
+    /// Reconcile: retries per request.
+    pub reconcile_retries: Option<u32>,
+    /// Reconcile: consecutive errors tolerated before a call is given up on.
+    pub reconcile_error_tolerance: Option<u32>,
+    /// Delivery: give up (dead letter) on an event this old, seconds.
+    pub delivery_max_age_secs: Option<u64>,
 }
 
 /// `[plivo]` in the file.
@@ -142,6 +177,76 @@ pub struct Config {
     pub plivo: PlivoConfig,
     /// Per-call session settings and limits.
     pub session: SessionConfig,
+    /// The control plane.
+    pub control: ControlConfig,
+}
+
+/// The control plane's settings.
+#[derive(Clone)]
+pub struct ControlConfig {
+    /// Bearer tokens accepted by `/v1`; with none, `/v1` answers 401 to everyone.
+    pub api_tokens: Vec<String>,
+    /// Default caller id for outbound calls.
+    pub caller_id: Option<String>,
+    /// Answered seconds for `completed` (default 5).
+    pub min_answered_secs: u64,
+    /// Redis URL, when Redis holds state and the queue sink is on.
+    pub redis_url: Option<String>,
+    /// Redis Stream for events.
+    pub queue_stream: String,
+    /// Backend base URL, when the backend sink is on.
+    pub backend_url: Option<String>,
+    /// HMAC secret for the backend.
+    pub backend_secret: String,
+    /// Reconcile timing and tolerance.
+    pub reconcile: ReconcileConfig,
+    /// Give up on an event this old.
+    pub delivery_max_age: Duration,
+}
+
+impl std::fmt::Debug for ControlConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ControlConfig")
+            .field(
+                "api_tokens",
+                &format_args!("[{} redacted]", self.api_tokens.len()),
+            )
+            .field("caller_id", &self.caller_id)
+            .field("min_answered_secs", &self.min_answered_secs)
+            .field("redis_url", &self.redis_url.as_ref().map(|_| "[set]"))
+            .field("queue_stream", &self.queue_stream)
+            .field("backend_url", &self.backend_url)
+            .field("reconcile", &self.reconcile)
+            .field("delivery_max_age", &self.delivery_max_age)
+            .finish()
+    }
+}
+
+/// When and how hard reconcile asks Plivo about calls whose callbacks are late.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReconcileConfig {
+    /// First check this long after the call was placed.
+    pub initial_delay: Duration,
+    /// Then every this long.
+    pub interval: Duration,
+    /// Per request.
+    pub request_timeout: Duration,
+    /// Retries per request.
+    pub retries: u32,
+    /// Consecutive errors before giving up on a call.
+    pub error_tolerance: u32,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            initial_delay: Duration::from_secs(20),
+            interval: Duration::from_secs(15),
+            request_timeout: Duration::from_secs(30),
+            retries: 3,
+            error_tolerance: 6,
+        }
+    }
 }
 
 /// Plivo account settings.
@@ -291,6 +396,28 @@ impl RawConfig {
             get("VOXGATE_DRAIN_TIMEOUT_SECS"),
         )?
         .or(session.drain_timeout_secs);
+
+        let control = &mut self.control;
+        if let Some(v) = get("VOXGATE_API_TOKENS") {
+            control.api_tokens = Some(v.split(',').map(|t| t.trim().to_owned()).collect());
+        }
+        if let Some(v) = get("VOXGATE_CALLER_ID") {
+            control.caller_id = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_REDIS_URL") {
+            control.redis_url = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_BACKEND_URL") {
+            control.backend_url = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_BACKEND_SECRET") {
+            control.backend_secret = Some(v);
+        }
+        control.min_answered_secs = number(
+            "VOXGATE_MIN_ANSWERED_SECS",
+            get("VOXGATE_MIN_ANSWERED_SECS"),
+        )?
+        .or(control.min_answered_secs);
 
         self.listen = cli.listen.or(self.listen);
         self.public_url = cli.public_url.or(self.public_url);
@@ -454,6 +581,7 @@ impl RawConfig {
                 None => d.reorder_window,
             },
         };
+        let control = validate_control(self.control)?;
         Ok(Config {
             listen,
             public_url,
@@ -461,8 +589,100 @@ impl RawConfig {
             pipeline,
             plivo,
             session,
+            control,
         })
     }
+}
+
+fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
+    let secs = |key: &'static str, value: Option<u64>, default: Duration| match value {
+        Some(0) => Err(invalid(key, "must be more than 0")),
+        Some(v) => Ok(Duration::from_secs(v)),
+        None => Ok(default),
+    };
+    let url = |key: &'static str,
+               value: Option<String>,
+               schemes: &[&str]|
+     -> Result<Option<String>, ConfigError> {
+        match value.filter(|v| !v.is_empty()) {
+            None => Ok(None),
+            Some(v) if schemes.iter().any(|s| v.starts_with(s)) => {
+                Ok(Some(v.trim_end_matches('/').to_owned()))
+            }
+            Some(v) => Err(invalid(
+                key,
+                format!("{v:?} must start with {}", schemes.join(" or ")),
+            )),
+        }
+    };
+    if let Some(id) = &raw.caller_id
+        && !crate::control::lifecycle::valid_number(id)
+    {
+        return Err(invalid(
+            "control.caller_id",
+            format!("{id:?} is not an E.164 number or sip: URI"),
+        ));
+    }
+    let d = ReconcileConfig::default();
+    let backend_url = url(
+        "control.backend_url",
+        raw.backend_url,
+        &["http://", "https://"],
+    )?;
+    let backend_secret = raw.backend_secret.unwrap_or_default();
+    if backend_url.is_some() && backend_secret.is_empty() {
+        return Err(invalid(
+            "control.backend_secret",
+            "is required with control.backend_url (it signs every update)",
+        ));
+    }
+    Ok(ControlConfig {
+        api_tokens: raw
+            .api_tokens
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| !t.is_empty())
+            .collect(),
+        caller_id: raw.caller_id,
+        min_answered_secs: raw
+            .min_answered_secs
+            .unwrap_or(crate::control::model::DEFAULT_MIN_ANSWERED_SECS),
+        redis_url: url(
+            "control.redis_url",
+            raw.redis_url,
+            &["redis://", "rediss://", "unix://"],
+        )?,
+        queue_stream: raw
+            .queue_stream
+            .filter(|s| !s.is_empty())
+            .unwrap_or_else(|| "voxgate:events".to_owned()),
+        backend_url,
+        backend_secret,
+        reconcile: ReconcileConfig {
+            initial_delay: secs(
+                "control.reconcile_initial_delay_secs",
+                raw.reconcile_initial_delay_secs,
+                d.initial_delay,
+            )?,
+            interval: secs(
+                "control.reconcile_interval_secs",
+                raw.reconcile_interval_secs,
+                d.interval,
+            )?,
+            request_timeout: secs(
+                "control.reconcile_timeout_secs",
+                raw.reconcile_timeout_secs,
+                d.request_timeout,
+            )?,
+            retries: raw.reconcile_retries.unwrap_or(d.retries),
+            error_tolerance: raw.reconcile_error_tolerance.unwrap_or(d.error_tolerance),
+        },
+        delivery_max_age: secs(
+            "control.delivery_max_age_secs",
+            raw.delivery_max_age_secs,
+            Duration::from_secs(86_400),
+        )?,
+    })
 }
 
 impl Config {
@@ -483,6 +703,7 @@ impl Config {
     pub fn to_toml(&self) -> String {
         let p = &self.pipeline;
         let s = &self.session;
+        let c = &self.control;
         let raw = RawConfig {
             listen: Some(self.listen.to_string()),
             public_url: self.public_url.clone(),
@@ -509,6 +730,22 @@ impl Config {
                 write_timeout_ms: Some(s.write_timeout.as_millis() as u64),
                 drain_timeout_secs: Some(s.drain_timeout.as_secs()),
                 reorder_window_frames: Some(s.reorder_window),
+            },
+            control: RawControl {
+                // Secrets (tokens, Redis credentials, the backend secret) are never printed.
+                api_tokens: None,
+                caller_id: c.caller_id.clone(),
+                min_answered_secs: Some(c.min_answered_secs),
+                redis_url: None,
+                queue_stream: Some(c.queue_stream.clone()),
+                backend_url: c.backend_url.clone(),
+                backend_secret: None,
+                reconcile_initial_delay_secs: Some(c.reconcile.initial_delay.as_secs()),
+                reconcile_interval_secs: Some(c.reconcile.interval.as_secs()),
+                reconcile_timeout_secs: Some(c.reconcile.request_timeout.as_secs()),
+                reconcile_retries: Some(c.reconcile.retries),
+                reconcile_error_tolerance: Some(c.reconcile.error_tolerance),
+                delivery_max_age_secs: Some(c.delivery_max_age.as_secs()),
             },
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -646,6 +883,46 @@ mod tests {
                 Config::load(Some(bad), &env(&[]), CliOverrides::default()).is_err(),
                 "{bad}"
             );
+        }
+    }
+
+    #[test]
+    fn control_settings_have_defaults_and_are_checked() {
+        let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+        assert_eq!(config.control.min_answered_secs, 5);
+        assert_eq!(config.control.reconcile, ReconcileConfig::default());
+        assert!(config.control.redis_url.is_none() && config.control.backend_url.is_none());
+        let vars = env(&[
+            ("VOXGATE_API_TOKENS", "t1,t2"),
+            ("VOXGATE_BACKEND_URL", "http://127.0.0.1:9000/"),
+            ("VOXGATE_BACKEND_SECRET", "s3cret"),
+            ("VOXGATE_REDIS_URL", "redis://127.0.0.1:6379"),
+        ]);
+        let config = Config::load(None, &vars, CliOverrides::default()).unwrap();
+        assert_eq!(config.control.api_tokens, ["t1", "t2"]);
+        assert_eq!(
+            config.control.backend_url.as_deref(),
+            Some("http://127.0.0.1:9000")
+        );
+        let shown = format!("{}{:?}", config.to_toml(), config);
+        assert!(
+            !shown.contains("s3cret") && !shown.contains("t1"),
+            "secrets never shown: {shown}"
+        );
+        for (file, key) in [
+            (
+                "[control]\nbackend_url = \"http://x\"",
+                "control.backend_secret",
+            ),
+            ("[control]\nredis_url = \"http://x\"", "control.redis_url"),
+            ("[control]\ncaller_id = \"abc\"", "control.caller_id"),
+            (
+                "[control]\nreconcile_interval_secs = 0",
+                "control.reconcile_interval_secs",
+            ),
+        ] {
+            let err = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap_err();
+            assert!(err.to_string().starts_with(key), "{file}: {err}");
         }
     }
 

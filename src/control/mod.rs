@@ -7,4 +7,5 @@
 //! order per call; a terminal state is final and reported once.
 
 pub mod model;
+pub mod retry;
 pub mod store;

@@ -8,4 +8,5 @@
 
 pub mod model;
 pub mod retry;
+pub mod sinks;
 pub mod store;

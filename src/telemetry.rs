@@ -42,6 +42,17 @@ pub const STREAMS_ENDED: &str = "voxgate_streams_ended_total";
 /// Plivo callbacks received, by `kind` and whether they were `duplicate`.
 pub const CALLBACKS: &str = "voxgate_callbacks_total";
 
+// Delivery of lifecycle events to the sinks (`control::deliver`); `sink` is `queue` or
+// `backend`.
+/// Events acknowledged by a sink, by `sink`.
+pub const DELIVERIES: &str = "voxgate_deliveries_total";
+/// Failed deliveries scheduled for another try, by `sink`.
+pub const DELIVERY_RETRIES: &str = "voxgate_delivery_retries_total";
+/// Events parked as dead letters, by `sink` and `reason` (`rejected`, `gave_up`).
+pub const DEAD_LETTERS: &str = "voxgate_dead_letters_total";
+/// Event occurred → acknowledged by the sink, seconds, by `sink`.
+pub const DELIVERY_LATENCY: &str = "voxgate_delivery_latency_seconds";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -49,10 +60,20 @@ pub fn install() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let builder = PrometheusBuilder::new()
+                // Delivery spans milliseconds (healthy) to hours (a sink was down).
                 .set_buckets_for_metric(
-                    Matcher::Suffix("seconds".into()),
-                    &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
+                    Matcher::Full(DELIVERY_LATENCY.into()),
+                    &[
+                        0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0,
+                        3600.0, 21600.0, 86400.0,
+                    ],
                 )
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Suffix("seconds".into()),
+                        &[0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 5.0],
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new());
             let recorder = builder.build_recorder();
             let handle = recorder.handle();
@@ -104,6 +125,19 @@ fn describe() {
     );
     describe_counter!(STREAMS_ENDED, "Media streams ended, by reason.");
     describe_counter!(CALLBACKS, "Plivo callbacks received, by kind.");
+    describe_counter!(DELIVERIES, "Events acknowledged by a sink, by sink.");
+    describe_counter!(
+        DELIVERY_RETRIES,
+        "Failed deliveries scheduled for another try, by sink."
+    );
+    describe_counter!(
+        DEAD_LETTERS,
+        "Events parked as dead letters, by sink and reason."
+    );
+    describe_histogram!(
+        DELIVERY_LATENCY,
+        "Event occurred to acknowledged by the sink, by sink."
+    );
 }
 
 /// Counts one dropped inbound message of `kind` (a fixed label).

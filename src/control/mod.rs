@@ -6,6 +6,9 @@
 //! transaction (outbox); delivery is at-least-once with an idempotency key per event, in
 //! order per call; a terminal state is final and reported once.
 
+pub mod deliver;
 pub mod lifecycle;
 pub mod model;
+pub mod retry;
+pub mod sinks;
 pub mod store;

@@ -28,6 +28,7 @@ mod config;
 mod error;
 mod load;
 pub mod phone;
+pub mod plivo_rest;
 mod report;
 pub mod script;
 mod wire;

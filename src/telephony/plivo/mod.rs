@@ -1,5 +1,6 @@
 //! Plivo: answer XML, signatures, the audio-stream WebSocket messages, REST.
 
 pub mod answer;
+pub mod rest;
 pub mod signature;
 pub mod stream;

@@ -109,6 +109,8 @@ pub struct RawPlivo {
     pub auth_tokens: Option<Vec<String>>,
     /// Check Plivo's V3 signatures (default: whenever an auth token is set).
     pub verify_signatures: Option<bool>,
+    /// Plivo's REST API base URL (default `https://api.plivo.com`; tests point it elsewhere).
+    pub api_url: Option<String>,
 }
 
 /// `[session]` in the file.
@@ -258,6 +260,8 @@ pub struct PlivoConfig {
     pub auth_tokens: Vec<String>,
     /// Whether signatures are enforced.
     pub verify_signatures: bool,
+    /// Plivo's REST API base URL.
+    pub api_url: String,
 }
 
 impl std::fmt::Debug for PlivoConfig {
@@ -269,6 +273,7 @@ impl std::fmt::Debug for PlivoConfig {
                 &format_args!("[{} redacted]", self.auth_tokens.len()),
             )
             .field("verify_signatures", &self.verify_signatures)
+            .field("api_url", &self.api_url)
             .finish()
     }
 }
@@ -366,6 +371,9 @@ impl RawConfig {
         }
         if let Some(v) = get("VOXGATE_PLIVO_AUTH_TOKEN").or_else(|| get("PLIVO_AUTH_TOKEN")) {
             self.plivo.auth_tokens = Some(v.split(',').map(|t| t.trim().to_owned()).collect());
+        }
+        if let Some(v) = get("VOXGATE_PLIVO_API_URL") {
+            self.plivo.api_url = Some(v);
         }
         if let Some(v) = get("VOXGATE_VERIFY_SIGNATURES") {
             let on = match v.to_ascii_lowercase().as_str() {
@@ -520,10 +528,23 @@ impl RawConfig {
             Some(on) => on,
             None => !tokens.is_empty(),
         };
+        let api_url = match self.plivo.api_url.filter(|u| !u.is_empty()) {
+            None => "https://api.plivo.com".to_owned(),
+            Some(url) if url.starts_with("https://") || url.starts_with("http://") => {
+                url.trim_end_matches('/').to_owned()
+            }
+            Some(url) => {
+                return Err(invalid(
+                    "plivo.api_url",
+                    format!("{url:?} must start with https:// or http://"),
+                ));
+            }
+        };
         let plivo = PlivoConfig {
             auth_id: self.plivo.auth_id.filter(|id| !id.is_empty()),
             auth_tokens: tokens,
             verify_signatures,
+            api_url,
         };
 
         let raw = self.session;
@@ -721,6 +742,7 @@ impl Config {
                 // Never printed: the banner shows only whether tokens are set.
                 auth_tokens: None,
                 verify_signatures: Some(self.plivo.verify_signatures),
+                api_url: Some(self.plivo.api_url.clone()),
             },
             session: RawSession {
                 max_calls: Some(s.max_calls),

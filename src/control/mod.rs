@@ -9,6 +9,7 @@
 pub mod deliver;
 pub mod lifecycle;
 pub mod model;
+pub mod plane;
 pub mod retry;
 pub mod sinks;
 pub mod store;

@@ -122,8 +122,15 @@ impl ControlPlane {
     }
 
     /// Places an outbound call; `public_base` is the URL Plivo reaches voxgate at.
-    pub async fn place_call(&self, new: NewCall, public_base: &str) -> Result<CallRecord, PlaceError> {
-        let call_id = new.call_id.map(|id| id.trim().to_owned()).unwrap_or_default();
+    pub async fn place_call(
+        &self,
+        new: NewCall,
+        public_base: &str,
+    ) -> Result<CallRecord, PlaceError> {
+        let call_id = new
+            .call_id
+            .map(|id| id.trim().to_owned())
+            .unwrap_or_default();
         if call_id.is_empty() {
             return Err(PlaceError::CallId("missing or empty"));
         }
@@ -134,13 +141,21 @@ impl ControlPlane {
         if !valid_number(&to) {
             return Err(PlaceError::Number { field: "to" });
         }
-        let from = new.from.or_else(|| self.config.caller_id.clone()).unwrap_or_default();
+        let from = new
+            .from
+            .or_else(|| self.config.caller_id.clone())
+            .unwrap_or_default();
         if !valid_number(&from) {
             return Err(PlaceError::Number { field: "from" });
         }
         let plivo = self.plivo.clone().ok_or(PlaceError::NoPlivo)?;
 
-        let mut call = CallRecord::new(call_id.clone(), Direction::Outbound, to.clone(), from.clone());
+        let mut call = CallRecord::new(
+            call_id.clone(),
+            Direction::Outbound,
+            to.clone(),
+            from.clone(),
+        );
         call.campaign_id = new.campaign_id;
         call.flow_name = new.flow_name;
         call.agent = new.agent;
@@ -182,9 +197,15 @@ impl ControlPlane {
             Err(error) => {
                 warn!(%call_id, kind = error.kind(), %error, "Plivo did not place the call");
                 let cause = format!("plivo_{}", error.kind());
-                self.store.update_call(&call_id, lifecycle::failed(cause)).await?;
+                self.store
+                    .update_call(&call_id, lifecycle::failed(cause))
+                    .await?;
                 (self.wake)();
-                let call = self.store.get_call(&call_id).await?.ok_or_else(|| StoreError::NotFound(call_id.clone()))?;
+                let call = self
+                    .store
+                    .get_call(&call_id)
+                    .await?
+                    .ok_or_else(|| StoreError::NotFound(call_id.clone()))?;
                 return Err(PlaceError::Plivo {
                     error,
                     call: Box::new(call),
@@ -209,7 +230,11 @@ impl ControlPlane {
         to: &str,
     ) -> Result<(), StoreError> {
         if self.store.get_call(call_id).await?.is_none() {
-            let direction = if direction.eq_ignore_ascii_case("outbound") { Direction::Outbound } else { Direction::Inbound };
+            let direction = if direction.eq_ignore_ascii_case("outbound") {
+                Direction::Outbound
+            } else {
+                Direction::Inbound
+            };
             let mut call = CallRecord::new(call_id, direction, to, from);
             call.plivo_call_uuid = Some(call_uuid.to_owned()).filter(|u| !u.is_empty());
             match self.store.create_call(call, EventType::Initiated).await {
@@ -234,7 +259,10 @@ impl ControlPlane {
     pub async fn observe(&self, call_id: &str, observation: Observation) -> Result<(), StoreError> {
         match self
             .store
-            .update_call(call_id, lifecycle::observe(observation, self.config.min_answered_secs))
+            .update_call(
+                call_id,
+                lifecycle::observe(observation, self.config.min_answered_secs),
+            )
             .await
         {
             Ok(events) => {
@@ -252,13 +280,25 @@ impl ControlPlane {
     }
 
     /// Keeps a callback that matched no call.
-    pub async fn orphan_callback(&self, kind: &str, fields: &[(String, String)]) -> Result<(), StoreError> {
+    pub async fn orphan_callback(
+        &self,
+        kind: &str,
+        fields: &[(String, String)],
+    ) -> Result<(), StoreError> {
         self.store.record_orphan_callback(kind, fields).await
     }
 
     /// The media stream of `call_id` started.
-    pub async fn on_media_started(&self, call_id: &str, call_uuid: Option<String>) -> Result<(), StoreError> {
-        match self.store.update_call(call_id, lifecycle::media_started(call_uuid)).await {
+    pub async fn on_media_started(
+        &self,
+        call_id: &str,
+        call_uuid: Option<String>,
+    ) -> Result<(), StoreError> {
+        match self
+            .store
+            .update_call(call_id, lifecycle::media_started(call_uuid))
+            .await
+        {
             Ok(events) => {
                 if !events.is_empty() {
                     (self.wake)();
@@ -282,7 +322,10 @@ impl ControlPlane {
             return Ok(call);
         }
         // Never an empty uuid: Plivo would hang up every call on the account.
-        let outcome = match (call.plivo_call_uuid.as_deref(), call.plivo_request_uuid.as_deref()) {
+        let outcome = match (
+            call.plivo_call_uuid.as_deref(),
+            call.plivo_request_uuid.as_deref(),
+        ) {
             (Some(uuid), _) if !uuid.is_empty() => plivo.hangup(uuid).await?,
             (_, Some(request)) if !request.is_empty() => plivo.cancel_request(request).await?,
             _ => return Err(HangupError::NotPlaced(call_id.to_owned())),
@@ -306,7 +349,11 @@ impl ControlPlane {
     }
 
     /// A page of calls.
-    pub async fn list(&self, filter: &CallFilter, page: &Page) -> Result<Vec<CallRecord>, StoreError> {
+    pub async fn list(
+        &self,
+        filter: &CallFilter,
+        page: &Page,
+    ) -> Result<Vec<CallRecord>, StoreError> {
         self.store.list_calls(filter, page).await
     }
 }

@@ -12,8 +12,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
 use axum::routing::{get, post};
+use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -65,9 +65,10 @@ impl IntoResponse for ApiError {
         }
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert(header::WWW_AUTHENTICATE, header::HeaderValue::from_static("Bearer"));
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Bearer"),
+            );
         }
         response
     }
@@ -76,7 +77,11 @@ impl IntoResponse for ApiError {
 impl From<StoreError> for ApiError {
     fn from(error: StoreError) -> Self {
         tracing::error!(%error, "store failed");
-        Self::new(StatusCode::SERVICE_UNAVAILABLE, "store_unavailable", error.to_string())
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_unavailable",
+            error.to_string(),
+        )
     }
 }
 
@@ -89,7 +94,11 @@ impl From<JsonRejection> for ApiError {
             _ => "malformed_json",
         };
         // Axum says 422 for well-formed JSON of the wrong shape; it is still the caller's bad request.
-        let status = if status == StatusCode::UNPROCESSABLE_ENTITY { StatusCode::BAD_REQUEST } else { status };
+        let status = if status == StatusCode::UNPROCESSABLE_ENTITY {
+            StatusCode::BAD_REQUEST
+        } else {
+            status
+        };
         Self::new(status, code, rejection.body_text())
     }
 }
@@ -116,15 +125,24 @@ fn authorize<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Control
     let ok = !token.is_empty()
         && known
             .iter()
-            .fold(subtle::Choice::from(0), |ok, k| ok | k.as_bytes().ct_eq(token.as_bytes()))
+            .fold(subtle::Choice::from(0), |ok, k| {
+                ok | k.as_bytes().ct_eq(token.as_bytes())
+            })
             .into();
     if !ok {
-        return Err(ApiError::new(StatusCode::UNAUTHORIZED, "unauthorized", "a valid bearer token is required"));
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid bearer token is required",
+        ));
     }
-    state
-        .control
-        .as_deref()
-        .ok_or_else(|| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "control_disabled", "the control plane is not configured"))
+    state.control.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "control_disabled",
+            "the control plane is not configured",
+        )
+    })
 }
 
 /// A call as the API shows it.
@@ -222,21 +240,43 @@ async fn create_call(
         Err(PlaceError::CallId(why)) => Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "call_id_required",
-            format!("call_id is required: send the backend's id for this call ({why}); voxgate never makes one up"),
+            format!(
+                "call_id is required: send the backend's id for this call ({why}); voxgate never makes one up"
+            ),
         )),
-        Err(error @ PlaceError::Number { .. }) => {
-            Err(ApiError::new(StatusCode::BAD_REQUEST, "invalid_number", error.to_string()))
-        }
+        Err(error @ PlaceError::Number { .. }) => Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_number",
+            error.to_string(),
+        )),
         Err(PlaceError::Exists(call)) => {
-            let mut error = ApiError::new(StatusCode::CONFLICT, "call_exists", format!("call {} already exists; no call was placed", call.call_id));
-            error.extra = Some(("call", serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null)));
+            let mut error = ApiError::new(
+                StatusCode::CONFLICT,
+                "call_exists",
+                format!("call {} already exists; no call was placed", call.call_id),
+            );
+            error.extra = Some((
+                "call",
+                serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null),
+            ));
             Err(error)
         }
-        Err(PlaceError::NoPlivo) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plivo_not_configured", "no Plivo account is configured")),
+        Err(PlaceError::NoPlivo) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plivo_not_configured",
+            "no Plivo account is configured",
+        )),
         Err(PlaceError::Plivo { error, call }) => {
             let (status, code) = plivo_error(&error);
-            let mut api = ApiError::new(status, code, format!("Plivo did not place the call: {error}"));
-            api.extra = Some(("call", serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null)));
+            let mut api = ApiError::new(
+                status,
+                code,
+                format!("Plivo did not place the call: {error}"),
+            );
+            api.extra = Some((
+                "call",
+                serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null),
+            ));
             Err(api)
         }
         Err(PlaceError::Store(error)) => Err(error.into()),
@@ -251,7 +291,11 @@ async fn get_call(
     let control = authorize(&state, &headers)?;
     match control.get(&call_id).await? {
         Some(call) => Ok(Json(call.into())),
-        None => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no call {call_id}"))),
+        None => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no call {call_id}"),
+        )),
     }
 }
 
@@ -263,9 +307,21 @@ async fn hang_up(
     let control = authorize(&state, &headers)?;
     match control.hang_up(&call_id).await {
         Ok(call) => Ok(Json(call.into())),
-        Err(HangupError::NotFound(id)) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no call {id}"))),
-        Err(error @ HangupError::NotPlaced(_)) => Err(ApiError::new(StatusCode::CONFLICT, "not_placed", error.to_string())),
-        Err(HangupError::NoPlivo) => Err(ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "plivo_not_configured", "no Plivo account is configured")),
+        Err(HangupError::NotFound(id)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no call {id}"),
+        )),
+        Err(error @ HangupError::NotPlaced(_)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "not_placed",
+            error.to_string(),
+        )),
+        Err(HangupError::NoPlivo) => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "plivo_not_configured",
+            "no Plivo account is configured",
+        )),
         Err(HangupError::Plivo(error)) => {
             let (status, code) = plivo_error(&error);
             Err(ApiError::new(status, code, error.to_string()))
@@ -289,11 +345,16 @@ async fn list_calls(
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let control = authorize(&state, &headers)?;
-    let Query(query) = query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
+    let Query(query) =
+        query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
     let state_filter = match query.status.as_deref().filter(|s| !s.is_empty()) {
         None => None,
         Some(name) => Some(CallState::parse(name).ok_or_else(|| {
-            ApiError::new(StatusCode::BAD_REQUEST, "bad_status", format!("unknown status {name:?}"))
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_status",
+                format!("unknown status {name:?}"),
+            )
         })?),
     };
     let limit = query.limit.unwrap_or(50).clamp(1, MAX_PAGE);
@@ -301,8 +362,18 @@ async fn list_calls(
         campaign_id: query.campaign_id.filter(|c| !c.is_empty()),
         state: state_filter,
     };
-    let calls = control.list(&filter, &Page { after: query.after, limit }).await?;
-    let next = (calls.len() == limit).then(|| calls.last().map(|c| c.call_id.clone())).flatten();
+    let calls = control
+        .list(
+            &filter,
+            &Page {
+                after: query.after,
+                limit,
+            },
+        )
+        .await?;
+    let next = (calls.len() == limit)
+        .then(|| calls.last().map(|c| c.call_id.clone()))
+        .flatten();
     let calls: Vec<CallView> = calls.into_iter().map(CallView::from).collect();
     Ok(Json(json!({"calls": calls, "next": next})))
 }
@@ -318,7 +389,11 @@ async fn list_dead(
     query: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
     let control = authorize(&state, &headers)?;
-    let limit = query.ok().and_then(|Query(q)| q.limit).unwrap_or(100).clamp(1, 1_000);
+    let limit = query
+        .ok()
+        .and_then(|Query(q)| q.limit)
+        .unwrap_or(100)
+        .clamp(1, 1_000);
     let dead = control.store().list_dead(limit).await?;
     let entries: Vec<Value> = dead
         .into_iter()
@@ -339,14 +414,24 @@ async fn replay_dead(
     let sink = match sink.as_str() {
         "queue" => SinkKind::Queue,
         "backend" => SinkKind::Backend,
-        other => return Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no sink {other:?}"))),
+        other => {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                format!("no sink {other:?}"),
+            ));
+        }
     };
     match control.store().replay_dead(sink, id).await {
         Ok(()) => {
             state.wake_deliverer();
             Ok(StatusCode::ACCEPTED)
         }
-        Err(StoreError::NoEntry(id)) => Err(ApiError::new(StatusCode::NOT_FOUND, "not_found", format!("no dead letter {id}"))),
+        Err(StoreError::NoEntry(id)) => Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no dead letter {id}"),
+        )),
         Err(other) => Err(other.into()),
     }
 }

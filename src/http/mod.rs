@@ -6,6 +6,7 @@
 //! (callbacks are still served meanwhile), the rest are closed, and only then does the
 //! listener stop.
 
+mod api;
 mod ops;
 mod plivo;
 
@@ -20,8 +21,10 @@ use tokio_util::sync::CancellationToken;
 use crate::agent::AgentKind;
 use crate::audio::pipeline::Pipeline;
 use crate::config::Config;
+use crate::control::deliver::Deliverer;
+use crate::control::plane::ControlPlane;
 use crate::session::Sessions;
-use crate::session::socket::SessionDeps;
+use crate::session::socket::{SessionDeps, StreamStarted};
 use crate::telephony::plivo::signature::Verifier;
 
 pub use plivo::CallbackLog;
@@ -45,6 +48,9 @@ pub struct AppState {
     pub callbacks: CallbackLog,
     /// The agent new calls get.
     pub agent: AgentKind,
+    /// The control plane (`/v1`, call lifecycle), once attached.
+    pub control: Option<Arc<ControlPlane>>,
+    deliverer: Option<Deliverer>,
 }
 
 impl AppState {
@@ -69,15 +75,47 @@ impl AppState {
             metrics: crate::telemetry::install(),
             callbacks: CallbackLog::default(),
             agent: AgentKind::default(),
+            control: None,
+            deliverer: None,
         })
     }
 
+    /// Attaches a running control plane: `/v1` answers and call lifecycles are recorded.
+    pub fn with_control(mut self, control: Arc<ControlPlane>, deliverer: Deliverer) -> Self {
+        self.control = Some(control);
+        self.deliverer = Some(deliverer);
+        self
+    }
+
+    /// Wakes event delivery (after a dead letter was replayed).
+    pub fn wake_deliverer(&self) {
+        if let Some(deliverer) = &self.deliverer {
+            deliverer.notify();
+        }
+    }
+
     fn session_deps(&self) -> SessionDeps {
+        let on_stream_started: Option<StreamStarted> = self.control.as_ref().map(|control| {
+            let control = Arc::clone(control);
+            Arc::new(move |call_id: &str, call_uuid: &str| {
+                let (control, call_id, call_uuid) = (
+                    Arc::clone(&control),
+                    call_id.to_owned(),
+                    call_uuid.to_owned(),
+                );
+                tokio::spawn(async move {
+                    if let Err(error) = control.on_media_started(&call_id, Some(call_uuid)).await {
+                        tracing::warn!(%call_id, %error, "could not record the media start");
+                    }
+                });
+            }) as StreamStarted
+        });
         SessionDeps {
             pipeline: Arc::clone(&self.pipeline),
             sessions: Arc::clone(&self.sessions),
             config: self.config.session,
             agent: self.agent,
+            on_stream_started,
         }
     }
 }
@@ -93,6 +131,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .merge(api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)
 }

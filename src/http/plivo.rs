@@ -18,6 +18,8 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::{info, warn};
 
 use super::AppState;
+use crate::control::lifecycle::Observation;
+use crate::control::store::StoreError;
 use crate::session::socket::{self, WsMessage};
 use crate::telemetry;
 use crate::telephony::plivo::answer::{
@@ -59,7 +61,7 @@ impl CallbackLog {
 }
 
 /// The base URL Plivo reaches us at: the configured one, else `http://{Host}`.
-fn public_base(state: &AppState, headers: &HeaderMap) -> String {
+pub(super) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     match &state.config.public_url {
         Some(url) => url.clone(),
         None => {
@@ -153,6 +155,22 @@ pub(super) async fn answer(
     }
     info!(%call_id, call_uuid = %request.call_uuid, from = %request.from, to = %request.to,
         direction = %request.direction, "answering");
+    if let Some(control) = &state.control {
+        // The call is answered: record it (an inbound call is created here). A store
+        // failure must not drop the caller: log it, answer anyway.
+        if let Err(error) = control
+            .on_answer(
+                &call_id,
+                &request.call_uuid,
+                &request.direction,
+                &request.from,
+                &request.to,
+            )
+            .await
+        {
+            warn!(%call_id, %error, "could not record the answer");
+        }
+    }
     let stream_url = answer::stream_url(&base, "/plivo/stream", &call_id);
     let status_url = {
         let mut url = format!("{base}/plivo/stream-status?call_id=");
@@ -274,6 +292,28 @@ impl Callback {
     }
 }
 
+/// Feeds a callback to the control plane; a callback for no known call is kept for audit.
+async fn record(
+    state: &AppState,
+    kind: &'static str,
+    callback: &Callback,
+    observation: Observation,
+) {
+    let Some(control) = &state.control else {
+        return;
+    };
+    let result = match control.observe(&callback.call_id, observation).await {
+        Err(StoreError::NotFound(_)) => {
+            info!(call_id = %callback.call_id, kind, "callback for an unknown call: kept for audit");
+            control.orphan_callback(kind, &callback.form).await
+        }
+        other => other,
+    };
+    if let Err(error) = result {
+        warn!(call_id = %callback.call_id, kind, %error, "could not record the callback");
+    }
+}
+
 /// `POST /plivo/hangup`: the call ended; its session (if still open) is closed.
 pub(super) async fn hangup(
     State(state): State<Arc<AppState>>,
@@ -293,6 +333,22 @@ pub(super) async fn hangup(
         let known = state.sessions.hang_up(&callback.call_id);
         info!(call_id = %callback.call_id, known, cause = callback.get("HangupCause"),
             duration = callback.get("Duration"), "hangup callback");
+        let status = Some(callback.get("CallStatus"))
+            .filter(|s| !s.is_empty())
+            .unwrap_or("completed");
+        let cause = [callback.get("HangupCauseName"), callback.get("HangupCause")]
+            .into_iter()
+            .find(|c| !c.is_empty())
+            .map(str::to_owned);
+        let observation = Observation {
+            status: Some(status.to_owned()),
+            call_uuid: Some(callback.get("CallUUID").to_owned()),
+            duration_secs: callback.get("Duration").trim().parse().ok(),
+            hangup_cause: cause,
+            ended_at: Some(chrono::Utc::now()),
+            ..Observation::default()
+        };
+        record(&state, "hangup", &callback, observation).await;
     }
     StatusCode::OK.into_response()
 }
@@ -310,6 +366,12 @@ pub(super) async fn ring(
     };
     if callback.first_time(&state, "ring", format!("ring:{}", callback.get("CallUUID"))) {
         info!(call_id = %callback.call_id, "ring callback");
+        let observation = Observation {
+            status: Some("ringing".to_owned()),
+            call_uuid: Some(callback.get("CallUUID").to_owned()),
+            ..Observation::default()
+        };
+        record(&state, "ring", &callback, observation).await;
     }
     StatusCode::OK.into_response()
 }

@@ -55,6 +55,9 @@ const OUTBOUND_QUEUE: usize = 256;
 /// Largest media payload decoded, in bytes of audio (a 64 KiB message holds less).
 const SCRATCH_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
 
+/// Told when a call's media stream starts: `(call_id, Plivo's CallUUID)`. Must not block.
+pub type StreamStarted = Arc<dyn Fn(&str, &str) + Send + Sync>;
+
 /// What a session needs from the server.
 #[derive(Clone)]
 pub struct SessionDeps {
@@ -66,6 +69,8 @@ pub struct SessionDeps {
     pub config: SessionConfig,
     /// The agent each call gets.
     pub agent: AgentKind,
+    /// Told when a stream starts (the control plane records `call.media_started`).
+    pub on_stream_started: Option<StreamStarted>,
 }
 
 struct StreamInfo {
@@ -312,6 +317,9 @@ impl Session {
             took_over: self.attachment.took_over,
         });
         gauge!(telemetry::ACTIVE_CALLS).increment(1.0);
+        if let Some(started) = &self.deps.on_stream_started {
+            started(&self.attachment.call_id, &start.start.call_id);
+        }
         self.last_media = Instant::now();
         self.stream = Some(StreamInfo {
             stream_id: start.start.stream_id.clone(),

@@ -39,6 +39,7 @@ fn deps(config: SessionConfig) -> SessionDeps {
         sessions: Arc::new(Sessions::new(config)),
         config,
         agent: AgentKind::Echo,
+        on_stream_started: None,
     }
 }
 

@@ -1,0 +1,105 @@
+//! Starting the control plane from the configuration: the store, the sinks, the Plivo
+//! client and the deliverer, wired together.
+//!
+//! Embedded default: a SQLite file in the data directory. The queue sink runs when a Redis
+//! URL is set, the backend sink when a backend URL is set; with neither, events stay in
+//! the outbox (nothing is lost, nothing is sent) and start-up says so.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use thiserror::Error;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::deliver::{Deliverer, DelivererConfig};
+use super::plane::ControlPlane;
+use super::retry::RetryPolicy;
+use super::sinks::{BackendSink, QueueSink, Sink};
+use super::store::sqlite::SqliteStore;
+use super::store::{SinkKind, Store};
+use crate::config::Config;
+use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
+
+/// How long the backend sink waits for one request.
+const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why the control plane could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// The store could not be opened.
+    #[error("opening the call store: {0}")]
+    Store(String),
+    /// A sink could not be built.
+    #[error("setting up the {0} sink: {1}")]
+    Sink(&'static str, String),
+    /// The Plivo client could not be built.
+    #[error("setting up the Plivo client: {0}")]
+    Plivo(String),
+}
+
+/// The running control plane.
+pub struct ControlService {
+    /// The front the API and callbacks use.
+    pub plane: Arc<ControlPlane>,
+    /// Wakes delivery.
+    pub deliverer: Deliverer,
+    /// Ends when delivery has stopped (after `shutdown`).
+    pub task: JoinHandle<()>,
+}
+
+impl ControlService {
+    /// Opens the store under `config.data_dir`, builds the sinks and the Plivo client,
+    /// and starts delivery until `shutdown`.
+    pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, StartError> {
+        let control = &config.control;
+        let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
+        if let Some(url) = &control.redis_url {
+            let sink = QueueSink::new(url, control.queue_stream.clone())
+                .map_err(|e| StartError::Sink("queue", e.to_string()))?;
+            sinks.push(Arc::new(sink));
+        }
+        if let Some(url) = &control.backend_url {
+            let sink = BackendSink::new(url, control.backend_secret.as_bytes(), BACKEND_TIMEOUT)
+                .map_err(|e| StartError::Sink("backend", e.to_string()))?;
+            sinks.push(Arc::new(sink));
+        }
+        if sinks.is_empty() {
+            warn!("no redis_url and no backend_url: call events are kept in the outbox but sent nowhere");
+        }
+        let kinds: Vec<SinkKind> = sinks.iter().map(|s| s.kind()).collect();
+        let path = Path::new(&config.data_dir).join("voxgate.db");
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&path, &kinds)
+                .await
+                .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
+        );
+        let plivo: Option<Arc<dyn PlivoApi>> = match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
+            (Some(id), Some(token)) => {
+                let mut rest_config = RestConfig::new(id.clone(), token.clone());
+                rest_config.base_url = config.plivo.api_url.clone();
+                let rest = PlivoRest::new(rest_config)
+                    .map_err(|e| StartError::Plivo(e.to_string()))?;
+                Some(Arc::new(rest))
+            }
+            _ => {
+                info!("no Plivo auth id/token: outbound calls are off");
+                None
+            }
+        };
+        let policy = RetryPolicy {
+            max_age: control.delivery_max_age,
+            ..RetryPolicy::default()
+        };
+        let (deliverer, task) = Deliverer::spawn(Arc::clone(&store), sinks, policy, DelivererConfig::default(), shutdown);
+        let wake = {
+            let deliverer = deliverer.clone();
+            Arc::new(move || deliverer.notify())
+        };
+        let plane = Arc::new(ControlPlane::new(store, plivo, control.clone(), wake));
+        info!(store = %path.display(), sinks = ?kinds, "control plane started");
+        Ok(Self { plane, deliverer, task })
+    }
+}

@@ -21,9 +21,10 @@
 //!   it takes at most that bound. A claim cut short by shutdown leaves its entries leased
 //!   until the lease runs out.
 //!
-//! Attempts: an entry's `attempts` is taken as the number of earlier failed tries (the
-//! store bumps it in `retry_later`), so the failure at hand is attempt `attempts + 1` —
-//! the number the [`RetryPolicy`] backs off from and budgets against.
+//! Attempts: by the store's contract an entry's `attempts` counts every claim, the one
+//! that returned it included, so the try at hand is attempt `attempts` — the number the
+//! [`RetryPolicy`] backs off from and budgets against (a deliverer that crashed mid-try
+//! still used one up).
 //!
 //! Telemetry: each retry is logged at warn, each dead letter (a rejection or a give-up)
 //! once at error; counters and the latency histogram are named in [`crate::telemetry`].
@@ -263,14 +264,14 @@ impl Worker {
             latency.record(age(entry, now).as_secs_f64());
             tracing::debug!(
                 sink, call_id = %entry.event.call_id, event_id = %entry.event.event_id,
-                attempts = entry.attempts.saturating_add(1), "event delivered"
+                attempts = entry.attempts.max(1), "event delivered"
             );
         }
     }
 
     async fn retry(&self, entry: &OutboxEntry, reason: &str, retry_after: Option<Duration>) {
-        // `attempts` counts earlier failed tries; this failure is one more.
-        let attempt = entry.attempts.saturating_add(1);
+        // `attempts` counts claims, this one included (the store's contract).
+        let attempt = entry.attempts.max(1);
         let now = Utc::now();
         let age = age(entry, now);
         let delay = match self.policy.next(attempt, age, retry_after) {
@@ -319,7 +320,7 @@ impl Worker {
         }
         tracing::error!(
             sink = self.kind.as_str(), call_id = %entry.event.call_id,
-            event_id = %entry.event.event_id, attempts = entry.attempts.saturating_add(1),
+            event_id = %entry.event.event_id, attempts = entry.attempts.max(1),
             why = why.as_str(), reason, "event not delivered; parked as a dead letter"
         );
         metrics::counter!(

@@ -18,8 +18,7 @@ use super::deliver::{Deliverer, DelivererConfig};
 use super::plane::ControlPlane;
 use super::retry::RetryPolicy;
 use super::sinks::{BackendSink, QueueSink, Sink};
-use super::store::sqlite::SqliteStore;
-use super::store::{SinkKind, Store};
+use super::store::{SinkKind, SqliteStore, Store};
 use crate::config::Config;
 use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
 
@@ -72,9 +71,7 @@ impl ControlService {
         let kinds: Vec<SinkKind> = sinks.iter().map(|s| s.kind()).collect();
         let path = Path::new(&config.data_dir).join("voxgate.db");
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&path, &kinds)
-                .await
-                .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
+            SqliteStore::open(&path, &kinds).map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
         );
         let plivo: Option<Arc<dyn PlivoApi>> = match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
             (Some(id), Some(token)) => {

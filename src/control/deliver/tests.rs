@@ -165,7 +165,10 @@ async fn a_sink_failing_n_times_then_succeeding_delivers_in_order() {
     assert_eq!(retries[1].2, "connection reset", "the reason is stored");
     assert_eq!(store.acks.lock().unwrap().concat(), [1, 2]);
     let attempts = store.entries.lock().unwrap()[0].0.attempts;
-    assert_eq!(attempts, 3);
+    assert_eq!(
+        attempts, 4,
+        "three failed claims and the one that delivered"
+    );
 }
 
 #[tokio::test]

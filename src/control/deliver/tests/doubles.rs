@@ -101,6 +101,8 @@ impl Store for OutboxDouble {
                 _ => false,
             };
             if free && claimed.len() < max {
+                // The store's contract: every claim counts as an attempt.
+                entry.attempts += 1;
                 *slot = Slot::Leased(until);
                 claimed.push(entry.clone());
             }
@@ -128,7 +130,6 @@ impl Store for OutboxDouble {
             .unwrap()
             .push((id, at, error.to_owned()));
         self.update(sink, id, |entry, slot| {
-            entry.attempts += 1;
             entry.last_error = Some(error.to_owned());
             *slot = Slot::Due(at);
         })

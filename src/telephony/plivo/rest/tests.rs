@@ -572,6 +572,11 @@ async fn each_retry_warns_and_the_give_up_errors_once() {
         .with_max_level(tracing::Level::DEBUG)
         .finish();
     let _guard = tracing::subscriber::set_default(subscriber);
+    // With a single live dispatcher, tracing-core lets a thread that first hits a callsite
+    // decide its interest from that thread's own default (none, in the other tests running
+    // in parallel) and caches "never" for everyone. A second live dispatcher makes interest
+    // the union over all of them, so this test's subscriber is always asked.
+    let _second = tracing::Dispatch::new(tracing_subscriber::registry());
 
     let (fake, rest) = setup().await;
     let uuid = placed(&rest).await;

@@ -32,6 +32,9 @@ fn deps(config: SessionConfig) -> SessionDeps {
         pipeline: Arc::new(
             Pipeline::start(PipelineConfig {
                 workers: 1,
+                // The tests push a whole utterance at once: room for all of it, so a busy
+                // machine slows the worker down but never makes it drop speech.
+                input_capacity: 1_000,
                 ..PipelineConfig::default()
             })
             .unwrap(),

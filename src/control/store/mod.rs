@@ -16,8 +16,35 @@
 //!   until [`Store::replay_dead`] puts it back.
 //! - **Durable.** After a crash and restart nothing acknowledged comes back and nothing
 //!   unacknowledged is lost.
+//!
+//! The details every store implements alike (the property tests hold them to it):
+//! - **Attempts.** Each claim counts as one delivery attempt ([`OutboxEntry::attempts`]
+//!   includes the claim that returned it), so an event that crashes its deliverer still
+//!   runs out of attempts; [`Store::replay_dead`] starts the count again.
+//! - **Per-call order.** A call's entries for a sink wait while the earliest of them that
+//!   is neither acknowledged nor dead is leased or waiting for its retry time.
+//! - **Idempotent acks.** Acking an id that is not in the outbox (already acked, or another
+//!   sink's) does nothing: after a lease ran out two deliverers may both ack.
+//! - **The store guards the state machine.** Whatever an [`Update`] does, the store refuses
+//!   a state change the machine forbids ([`StoreError::Transition`]) and keeps `call_id`;
+//!   an update that changes nothing and names no event writes nothing (replayed callbacks
+//!   cost no write and no event).
+//! - **Time** comes from the store's [`Clock`]; due times and leases are compared in whole
+//!   microseconds ([`clock::micros`]).
+//!
+//! Files: [`clock`] (time, drivable in tests), [`memory`] (the reference model),
+//! [`sqlite`] (the embedded default: storage format and crash behaviour are in its doc).
 
+pub mod clock;
 pub mod memory;
+pub mod sqlite;
+
+#[cfg(test)]
+mod tests;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
 
 use std::time::Duration;
 
@@ -46,7 +73,19 @@ impl SinkKind {
             Self::Backend => "backend",
         }
     }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "queue" => Some(Self::Queue),
+            "backend" => Some(Self::Backend),
+            _ => None,
+        }
+    }
 }
+
+/// The most calls one [`Store::list_calls`] page returns, whatever [`Page::limit`] asks.
+pub const MAX_PAGE_LIMIT: usize = 1_000;
 
 /// One outbox entry: an event on its way to one sink.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -77,8 +116,19 @@ pub struct CallFilter {
 pub struct Page {
     /// Continue after this `call_id` (ordered by creation, then id).
     pub after: Option<String>,
-    /// At most this many (the store caps it).
+    /// At most this many (the store caps it at [`MAX_PAGE_LIMIT`]).
     pub limit: usize,
+}
+
+/// A callback that matched no call, kept for audit ([`Store::record_orphan_callback`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrphanCallback {
+    /// What kind of callback (`hangup`, `ring`, `stream`, …).
+    pub kind: String,
+    /// Its fields, as received.
+    pub fields: Vec<(String, String)>,
+    /// When the store recorded it.
+    pub received_at: DateTime<Utc>,
 }
 
 /// Why a store operation failed.
@@ -93,7 +143,7 @@ pub enum StoreError {
     /// The update broke the state machine (nothing was stored).
     #[error(transparent)]
     Transition(#[from] TransitionError),
-    /// No outbox entry with this id (for this sink).
+    /// No outbox entry with this id (for this sink, in the state the operation needs).
     #[error("no outbox entry {0}")]
     NoEntry(u64),
     /// The backing database failed.
@@ -102,6 +152,8 @@ pub enum StoreError {
 }
 
 /// What an update does to a call: edits the record and names the events it produces.
+///
+/// It runs inside the store's transaction (under its lock): keep it quick and pure.
 pub type Update = Box<dyn FnOnce(&mut CallRecord) -> Result<Vec<EventType>, StoreError> + Send>;
 
 /// Call state plus the outbox.
@@ -118,7 +170,8 @@ pub trait Store: Send + Sync {
     /// The call, if known.
     async fn get_call(&self, call_id: &str) -> Result<Option<CallRecord>, StoreError>;
 
-    /// Calls matching `filter`, oldest first, one page.
+    /// Calls matching `filter`, oldest first, one page. [`StoreError::NotFound`] if the
+    /// page's cursor names an unknown call.
     async fn list_calls(
         &self,
         filter: &CallFilter,
@@ -128,7 +181,9 @@ pub trait Store: Send + Sync {
     /// Runs `update` on the current record; stores the new record and the events it names
     /// (each numbered after the call's last event, `updated_at` set to now) in one
     /// transaction, and returns those events. An update that returns an error stores
-    /// nothing.
+    /// nothing. The store keeps `call_id` and refuses a state change the state machine
+    /// forbids ([`StoreError::Transition`], nothing stored); an update that changes nothing
+    /// and names no events stores nothing and returns no events.
     async fn update_call(
         &self,
         call_id: &str,
@@ -136,7 +191,8 @@ pub trait Store: Send + Sync {
     ) -> Result<Vec<CallEvent>, StoreError>;
 
     /// Leases up to `max` due entries of `sink` for `lease`, oldest first, at most one
-    /// (the earliest undone) per call.
+    /// (the earliest undone) per call. Due: pending with its due time reached, or leased
+    /// with the lease run out. Each claim adds one to the entry's `attempts`.
     async fn claim(
         &self,
         sink: SinkKind,
@@ -144,10 +200,13 @@ pub trait Store: Send + Sync {
         lease: Duration,
     ) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// The sink took these entries: they are done for good.
+    /// The sink took these entries: they are done for good. Ids not in the outbox for
+    /// this sink (already acked) are ignored.
     async fn ack(&self, sink: SinkKind, ids: &[u64]) -> Result<(), StoreError>;
 
-    /// Delivery failed; try again at `at`.
+    /// Delivery failed; try again at `at` (the lease ends; `error` is kept as
+    /// `last_error`). [`StoreError::NoEntry`] if the entry is not in the outbox for this
+    /// sink or is a dead letter (those come back only through [`Store::replay_dead`]).
     async fn retry_later(
         &self,
         sink: SinkKind,
@@ -156,13 +215,15 @@ pub trait Store: Send + Sync {
         error: &str,
     ) -> Result<(), StoreError>;
 
-    /// Delivery gave up: park the entry as a dead letter.
+    /// Delivery gave up: park the entry as a dead letter (`error` kept as `last_error`).
+    /// [`StoreError::NoEntry`] if the entry is not in the outbox for this sink.
     async fn dead_letter(&self, sink: SinkKind, id: u64, error: &str) -> Result<(), StoreError>;
 
-    /// Dead letters, oldest first, at most `limit`.
+    /// Dead letters of every sink, oldest first, at most `limit`.
     async fn list_dead(&self, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
 
-    /// Puts a dead letter back in the outbox, due now.
+    /// Puts a dead letter back in the outbox, due now, with its attempts reset to 0.
+    /// [`StoreError::NoEntry`] if this sink has no dead letter with this id.
     async fn replay_dead(&self, sink: SinkKind, id: u64) -> Result<(), StoreError>;
 
     /// Entries not yet done (pending, leased or waiting to retry), for metrics and tests.
@@ -174,4 +235,43 @@ pub trait Store: Send + Sync {
         kind: &str,
         fields: &[(String, String)],
     ) -> Result<(), StoreError>;
+}
+
+/// A new call's first event (seq 1).
+pub(crate) fn first_event(call: &CallRecord, first: EventType) -> CallEvent {
+    CallEvent::new(call, 1, first)
+}
+
+/// The rule every store applies in [`Store::update_call`], on the record it read inside
+/// its transaction: runs `update` on a copy, keeps `call_id`, checks the state change,
+/// stamps `updated_at` and numbers the events after `last_seq`. `None`: nothing to store.
+pub(crate) fn apply_update(
+    current: &CallRecord,
+    last_seq: u64,
+    update: Update,
+    now: DateTime<Utc>,
+) -> Result<Option<(CallRecord, Vec<CallEvent>)>, StoreError> {
+    let mut next = current.clone();
+    let kinds = update(&mut next)?;
+    next.call_id.clone_from(&current.call_id);
+    current.state.transition(next.state)?;
+    if kinds.is_empty() && next == *current {
+        return Ok(None);
+    }
+    next.updated_at = now;
+    let events = kinds
+        .into_iter()
+        .zip(last_seq + 1..)
+        .map(|(kind, seq)| CallEvent::new(&next, seq, kind))
+        .collect();
+    Ok(Some((next, events)))
+}
+
+/// The configured sinks, each once, in a fixed order (an event's entries get their ids in
+/// this order in every store).
+pub(crate) fn sink_set(sinks: &[SinkKind]) -> Vec<SinkKind> {
+    let mut set = sinks.to_vec();
+    set.sort_unstable();
+    set.dedup();
+    set
 }

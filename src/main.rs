@@ -13,6 +13,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
+use voxgate::control::service::ControlService;
 use voxgate::http::{self, AppState};
 
 #[derive(Parser)]
@@ -101,15 +102,24 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
-    let state = Arc::new(AppState::new(config).context("starting the DSP pipeline")?);
+    let shutdown = CancellationToken::new();
+    let control = ControlService::start(&config, shutdown.child_token())
+        .await
+        .context("starting the control plane")?;
+    let state = Arc::new(
+        AppState::new(config)
+            .context("starting the DSP pipeline")?
+            .with_control(control.plane, control.deliverer),
+    );
     tracing::info!(
         listen = %listener.local_addr()?,
         dsp_workers = state.pipeline.workers(),
         "voxgate is serving"
     );
-    let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
     http::run(listener, state, shutdown).await?;
+    // Delivery stops with the shutdown token; let the batch in flight finish.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), control.task).await;
     tracing::info!("voxgate stopped");
     Ok(())
 }

@@ -66,37 +66,51 @@ impl ControlService {
             sinks.push(Arc::new(sink));
         }
         if sinks.is_empty() {
-            warn!("no redis_url and no backend_url: call events are kept in the outbox but sent nowhere");
+            warn!(
+                "no redis_url and no backend_url: call events are kept in the outbox but sent nowhere"
+            );
         }
         let kinds: Vec<SinkKind> = sinks.iter().map(|s| s.kind()).collect();
         let path = Path::new(&config.data_dir).join("voxgate.db");
         let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&path, &kinds).map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
+            SqliteStore::open(&path, &kinds)
+                .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
         );
-        let plivo: Option<Arc<dyn PlivoApi>> = match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
-            (Some(id), Some(token)) => {
-                let mut rest_config = RestConfig::new(id.clone(), token.clone());
-                rest_config.base_url = config.plivo.api_url.clone();
-                let rest = PlivoRest::new(rest_config)
-                    .map_err(|e| StartError::Plivo(e.to_string()))?;
-                Some(Arc::new(rest))
-            }
-            _ => {
-                info!("no Plivo auth id/token: outbound calls are off");
-                None
-            }
-        };
+        let plivo: Option<Arc<dyn PlivoApi>> =
+            match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
+                (Some(id), Some(token)) => {
+                    let mut rest_config = RestConfig::new(id.clone(), token.clone());
+                    rest_config.base_url = config.plivo.api_url.clone();
+                    let rest = PlivoRest::new(rest_config)
+                        .map_err(|e| StartError::Plivo(e.to_string()))?;
+                    Some(Arc::new(rest))
+                }
+                _ => {
+                    info!("no Plivo auth id/token: outbound calls are off");
+                    None
+                }
+            };
         let policy = RetryPolicy {
             max_age: control.delivery_max_age,
             ..RetryPolicy::default()
         };
-        let (deliverer, task) = Deliverer::spawn(Arc::clone(&store), sinks, policy, DelivererConfig::default(), shutdown);
+        let (deliverer, task) = Deliverer::spawn(
+            Arc::clone(&store),
+            sinks,
+            policy,
+            DelivererConfig::default(),
+            shutdown,
+        );
         let wake = {
             let deliverer = deliverer.clone();
             Arc::new(move || deliverer.notify())
         };
         let plane = Arc::new(ControlPlane::new(store, plivo, control.clone(), wake));
         info!(store = %path.display(), sinks = ?kinds, "control plane started");
-        Ok(Self { plane, deliverer, task })
+        Ok(Self {
+            plane,
+            deliverer,
+            task,
+        })
     }
 }

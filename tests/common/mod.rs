@@ -24,15 +24,32 @@ pub struct TestServer {
 impl TestServer {
     /// Starts a server configured by `env` (as `VOXGATE_*` variables would).
     pub async fn start(env: &[(&str, &str)]) -> Self {
+        Self::start_with(None, env, false).await
+    }
+
+    /// Starts a server with the control plane (store, sinks, Plivo client) as `serve` does.
+    pub async fn start_with_control(file: Option<&str>, env: &[(&str, &str)]) -> Self {
+        Self::start_with(file, env, true).await
+    }
+
+    async fn start_with(file: Option<&str>, env: &[(&str, &str)], control: bool) -> Self {
         let env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let config = Config::load(None, &env, CliOverrides::default()).expect("test config");
+        let config = Config::load(file, &env, CliOverrides::default()).expect("test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(AppState::new(config).unwrap());
         let shutdown = CancellationToken::new();
+        let mut state = AppState::new(config.clone()).unwrap();
+        if control {
+            let service =
+                voxgate::control::service::ControlService::start(&config, shutdown.child_token())
+                    .await
+                    .expect("control plane");
+            state = state.with_control(service.plane, service.deliverer);
+        }
+        let state = Arc::new(state);
         let task = tokio::spawn(run(listener, Arc::clone(&state), shutdown.clone()));
         Self {
             base,

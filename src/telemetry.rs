@@ -53,6 +53,12 @@ pub const DEAD_LETTERS: &str = "voxgate_dead_letters_total";
 /// Event occurred → acknowledged by the sink, seconds, by `sink`.
 pub const DELIVERY_LATENCY: &str = "voxgate_delivery_latency_seconds";
 
+// Reconcile (`control::reconcile`): Plivo's REST API asked about calls with late callbacks.
+/// Reconcile checks, by `outcome` (`live`, `ended`, `not_ready`, `error`).
+pub const RECONCILE_CHECKS: &str = "voxgate_reconcile_checks_total";
+/// Calls reconcile stopped checking after too many consecutive errors.
+pub const RECONCILE_GAVE_UP: &str = "voxgate_reconcile_gave_up_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -137,6 +143,11 @@ fn describe() {
     describe_histogram!(
         DELIVERY_LATENCY,
         "Event occurred to acknowledged by the sink, by sink."
+    );
+    describe_counter!(RECONCILE_CHECKS, "Reconcile checks, by outcome.");
+    describe_counter!(
+        RECONCILE_GAVE_UP,
+        "Calls reconcile gave up on after consecutive errors."
     );
 }
 

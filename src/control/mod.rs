@@ -10,6 +10,7 @@ pub mod deliver;
 pub mod lifecycle;
 pub mod model;
 pub mod plane;
+pub mod reconcile;
 pub mod retry;
 pub mod service;
 pub mod sinks;

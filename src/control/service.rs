@@ -16,11 +16,15 @@ use tracing::{info, warn};
 
 use super::deliver::{Deliverer, DelivererConfig};
 use super::plane::ControlPlane;
+use super::reconcile::Reconciler;
 use super::retry::RetryPolicy;
 use super::sinks::{BackendSink, QueueSink, Sink};
 use super::store::{SinkKind, SqliteStore, Store};
 use crate::config::Config;
 use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
+
+/// A shared Plivo REST client.
+type Client = Arc<dyn PlivoApi>;
 
 /// How long the backend sink waits for one request.
 const BACKEND_TIMEOUT: Duration = Duration::from_secs(10);
@@ -47,6 +51,8 @@ pub struct ControlService {
     pub deliverer: Deliverer,
     /// Ends when delivery has stopped (after `shutdown`).
     pub task: JoinHandle<()>,
+    /// The reconcile loop (with a Plivo account), until `shutdown`.
+    pub reconcile: Option<JoinHandle<()>>,
 }
 
 impl ControlService {
@@ -76,18 +82,25 @@ impl ControlService {
             SqliteStore::open(&path, &kinds)
                 .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
         );
-        let plivo: Option<Arc<dyn PlivoApi>> =
+        // Two clients: calls and hangups with the defaults, reconcile with its own
+        // request timeout and retries.
+        let (plivo, reconcile_plivo): (Option<Client>, Option<Client>) =
             match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
                 (Some(id), Some(token)) => {
                     let mut rest_config = RestConfig::new(id.clone(), token.clone());
                     rest_config.base_url = config.plivo.api_url.clone();
+                    let mut reconcile_config = rest_config.clone();
+                    reconcile_config.request_timeout = control.reconcile.request_timeout;
+                    reconcile_config.retry.retries = control.reconcile.retries;
                     let rest = PlivoRest::new(rest_config)
                         .map_err(|e| StartError::Plivo(e.to_string()))?;
-                    Some(Arc::new(rest))
+                    let reconcile = PlivoRest::new(reconcile_config)
+                        .map_err(|e| StartError::Plivo(e.to_string()))?;
+                    (Some(Arc::new(rest)), Some(Arc::new(reconcile)))
                 }
                 _ => {
-                    info!("no Plivo auth id/token: outbound calls are off");
-                    None
+                    info!("no Plivo auth id/token: outbound calls and reconcile are off");
+                    (None, None)
                 }
             };
         let policy = RetryPolicy {
@@ -99,18 +112,33 @@ impl ControlService {
             sinks,
             policy,
             DelivererConfig::default(),
-            shutdown,
+            shutdown.clone(),
         );
         let wake = {
             let deliverer = deliverer.clone();
             Arc::new(move || deliverer.notify())
         };
-        let plane = Arc::new(ControlPlane::new(store, plivo, control.clone(), wake));
+        let plane = Arc::new(ControlPlane::new(
+            Arc::clone(&store),
+            plivo,
+            control.clone(),
+            wake,
+        ));
+        let reconcile = reconcile_plivo.map(|plivo| {
+            Reconciler::spawn(
+                Arc::clone(&plane),
+                store,
+                plivo,
+                control.reconcile,
+                shutdown,
+            )
+        });
         info!(store = %path.display(), sinks = ?kinds, "control plane started");
         Ok(Self {
             plane,
             deliverer,
             task,
+            reconcile,
         })
     }
 }

@@ -13,6 +13,13 @@ if ! redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; then
   for _ in $(seq 50); do redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 && break; sleep 0.1; done
 fi
 
+# tests/openapi.rs fuzzes the control API with schemathesis and fails without it.
+# (schemathesis 4 runs as `python3 -m schemathesis.cli`; `python3 -m schemathesis` does not.)
+if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+  echo "test: installing schemathesis"
+  python3 -m pip install --quiet schemathesis
+fi
+
 echo "== cargo test"
 log=$(mktemp)
 cargo test --locked --all-targets 2>&1 | tee "$log"

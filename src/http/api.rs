@@ -5,10 +5,14 @@
 //! compared in constant time). Errors have one stable shape,
 //! `{"error": {"code": "...", "message": "..."}}`, with a status that says who must act:
 //! 400/401/404/409/413/415 for the caller, 502/503 when Plivo failed.
+//!
+//! Every handler and body type here is described for the OpenAPI document
+//! (`GET /openapi.json`, see [`super::openapi`]); the bodies are typed so the document and
+//! the wire cannot drift apart.
 
 use std::sync::Arc;
 
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -16,11 +20,12 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use subtle::ConstantTimeEq;
+use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
-use crate::control::model::{CallRecord, CallState};
+use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::{ControlPlane, HangupError, NewCall, PlaceError};
 use crate::control::store::{CallFilter, Page, SinkKind, StoreError};
 use crate::telephony::plivo::rest::RestError;
@@ -37,13 +42,35 @@ pub fn routes() -> Router<Arc<AppState>> {
         .route("/v1/deliveries/dead/{sink}/{id}/replay", post(replay_dead))
 }
 
-/// An API error: status, stable code, message, and optional extra fields.
+/// An API error: status, stable code, message, and the call it concerns, if any.
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
     code: &'static str,
     message: String,
-    extra: Option<(&'static str, Value)>,
+    call: Option<Box<CallView>>,
+}
+
+/// Every error's body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: ErrorDetail,
+    /// The call concerned: the existing one on `409 call_exists`, the now `failed` one when
+    /// Plivo refused or failed to place it. Absent otherwise.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    call: Option<Box<CallView>>,
+}
+
+/// What went wrong.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// Stable, machine-readable code (`unauthorized`, `not_found`, `call_exists`,
+    /// `invalid_number`, `plivo_unavailable`, …).
+    #[schema(example = "not_found")]
+    code: &'static str,
+    /// For humans; may change.
+    message: String,
 }
 
 impl ApiError {
@@ -52,17 +79,25 @@ impl ApiError {
             status,
             code,
             message: message.into(),
-            extra: None,
+            call: None,
         }
+    }
+
+    fn with_call(mut self, call: CallRecord) -> Self {
+        self.call = Some(Box::new(call.into()));
+        self
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
-        if let Some((key, value)) = self.extra {
-            body[key] = value;
-        }
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code,
+                message: self.message,
+            },
+            call: self.call,
+        };
         let mut response = (self.status, Json(body)).into_response();
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
@@ -100,6 +135,12 @@ impl From<JsonRejection> for ApiError {
             status
         };
         Self::new(status, code, rejection.body_text())
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(rejection: PathRejection) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "bad_path", rejection.body_text())
     }
 }
 
@@ -146,17 +187,25 @@ fn authorize<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Control
 }
 
 /// A call as the API shows it.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub struct CallView {
+    /// The backend's id for the call.
     call_id: String,
+    #[schema(value_type = CallStatus)]
     status: CallState,
+    /// How the call ended, once it has (`null` while it is live).
+    #[schema(value_type = Option<CallOutcome>)]
     call_outcome: Option<&'static str>,
-    direction: crate::control::model::Direction,
+    #[schema(value_type = CallDirection)]
+    direction: Direction,
+    /// Destination (E.164 or `sip:` URI).
     to: String,
+    /// Caller id.
     from: String,
     campaign_id: Option<String>,
     flow_name: Option<String>,
     agent: Option<String>,
+    /// Free-form data from the backend, returned as given (`null` when none was sent).
     metadata: Value,
     plivo_request_uuid: Option<String>,
     plivo_call_uuid: Option<String>,
@@ -164,6 +213,7 @@ pub struct CallView {
     updated_at: DateTime<Utc>,
     answered_at: Option<DateTime<Utc>>,
     ended_at: Option<DateTime<Utc>>,
+    /// Answered duration in seconds.
     duration: Option<u64>,
     hangup_cause: Option<String>,
     recording_url: Option<String>,
@@ -197,19 +247,125 @@ impl From<CallRecord> for CallView {
     }
 }
 
+// The document's names for the model's wire enums (`control::model` stays free of OpenAPI);
+// `tests::the_documented_enums_match_the_wire` keeps each in step with its model type.
+
+/// Where a call is in its life.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CallStatus {
+    Initiated,
+    Ringing,
+    InProgress,
+    Completed,
+    Missed,
+    Busy,
+    Failed,
+    Canceled,
+}
+
+/// How a call ended.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CallOutcome {
+    Answered,
+    ShortCall,
+    NoAnswer,
+    Busy,
+    Failed,
+    Canceled,
+}
+
+/// Which way a call goes.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum CallDirection {
+    Outbound,
+    Inbound,
+}
+
+/// A lifecycle event's name.
+#[derive(ToSchema)]
+#[allow(dead_code)]
+pub enum EventName {
+    #[serde(rename = "call.initiated")]
+    Initiated,
+    #[serde(rename = "call.ringing")]
+    Ringing,
+    #[serde(rename = "call.answered")]
+    Answered,
+    #[serde(rename = "call.media_started")]
+    MediaStarted,
+    #[serde(rename = "call.ended")]
+    Ended,
+    #[serde(rename = "call.recording_ready")]
+    RecordingReady,
+    #[serde(rename = "call.completed")]
+    Completed,
+}
+
+/// Where events go: the Redis queue or the backend's HTTP endpoint.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum Sink {
+    Queue,
+    Backend,
+}
+
 /// `POST /v1/calls` body; unknown fields are ignored.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCall {
+    /// The backend's id for this call (required: voxgate never makes one up); at most 128
+    /// bytes, no control characters, surrounding whitespace trimmed. Reusing an id is `409`.
+    #[schema(value_type = String, required = true, min_length = 1, max_length = 128, example = "call-42")]
     call_id: Option<String>,
+    /// Destination: an E.164 number or a `sip:` URI.
+    #[schema(value_type = String, required = true, pattern = r"^(\+?[1-9][0-9]{6,14}|sip:[A-Za-z0-9._~+-]+@[A-Za-z0-9.-]+)$", example = "+14155550100")]
     to: Option<String>,
+    /// Caller id (E.164 or `sip:` URI); defaults to `control.caller_id`.
+    #[schema(value_type = Option<String>, pattern = r"^(\+?[1-9][0-9]{6,14}|sip:[A-Za-z0-9._~+-]+@[A-Za-z0-9.-]+)$", example = "+14155550199")]
     from: Option<String>,
     campaign_id: Option<String>,
     flow_name: Option<String>,
+    /// The agent to run, if not the default.
     agent: Option<String>,
+    /// Free-form JSON, kept with the call and returned as given.
     #[serde(default)]
     metadata: Value,
 }
 
+/// `201` to `POST /v1/calls`: Plivo accepted the call.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallCreated {
+    call_id: String,
+    #[schema(value_type = CallStatus)]
+    status: CallState,
+    plivo_request_uuid: Option<String>,
+}
+
+/// Places an outbound call through Plivo.
+#[utoipa::path(
+    post,
+    path = "/v1/calls",
+    tag = "calls",
+    request_body(content = CreateCall, content_type = "application/json"),
+    responses(
+        (status = 201, description = "Placed: Plivo accepted the call", body = CallCreated),
+        (status = 400, description = "Malformed JSON, no `call_id`, a bad number, or Plivo refused the request (`plivo_rejected`)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 409, description = "The `call_id` exists: nothing was placed; `call` is the existing call", body = ErrorBody),
+        (status = 413, description = "Body over 64 KiB", body = ErrorBody),
+        (status = 415, description = "Not `application/json`", body = ErrorBody),
+        (status = 502, description = "Plivo failed or refused our credentials; `call` is the call, now `failed`", body = ErrorBody),
+        (status = 503, description = "Plivo rate-limited us or is not configured, the control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn create_call(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -230,11 +386,11 @@ async fn create_call(
     match control.place_call(new, &base).await {
         Ok(call) => Ok((
             StatusCode::CREATED,
-            Json(json!({
-                "call_id": call.call_id,
-                "status": call.state,
-                "plivo_request_uuid": call.plivo_request_uuid,
-            })),
+            Json(CallCreated {
+                call_id: call.call_id,
+                status: call.state,
+                plivo_request_uuid: call.plivo_request_uuid,
+            }),
         )
             .into_response()),
         Err(PlaceError::CallId(why)) => Err(ApiError::new(
@@ -249,18 +405,12 @@ async fn create_call(
             "invalid_number",
             error.to_string(),
         )),
-        Err(PlaceError::Exists(call)) => {
-            let mut error = ApiError::new(
-                StatusCode::CONFLICT,
-                "call_exists",
-                format!("call {} already exists; no call was placed", call.call_id),
-            );
-            error.extra = Some((
-                "call",
-                serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null),
-            ));
-            Err(error)
-        }
+        Err(PlaceError::Exists(call)) => Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "call_exists",
+            format!("call {} already exists; no call was placed", call.call_id),
+        )
+        .with_call(*call)),
         Err(PlaceError::NoPlivo) => Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "plivo_not_configured",
@@ -268,27 +418,40 @@ async fn create_call(
         )),
         Err(PlaceError::Plivo { error, call }) => {
             let (status, code) = plivo_error(&error);
-            let mut api = ApiError::new(
+            Err(ApiError::new(
                 status,
                 code,
                 format!("Plivo did not place the call: {error}"),
-            );
-            api.extra = Some((
-                "call",
-                serde_json::to_value(CallView::from(*call)).unwrap_or(Value::Null),
-            ));
-            Err(api)
+            )
+            .with_call(*call))
         }
         Err(PlaceError::Store(error)) => Err(error.into()),
     }
 }
 
+/// One call.
+#[utoipa::path(
+    get,
+    path = "/v1/calls/{call_id}",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "The backend's id for the call")),
+    responses(
+        (status = 200, description = "The call", body = CallView),
+        (status = 400, description = "Unusable path", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 503, description = "The control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn get_call(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(call_id): Path<String>,
+    call_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CallView>, ApiError> {
     let control = authorize(&state, &headers)?;
+    let Path(call_id) = call_id?;
     match control.get(&call_id).await? {
         Some(call) => Ok(Json(call.into())),
         None => Err(ApiError::new(
@@ -299,12 +462,31 @@ async fn get_call(
     }
 }
 
+/// Hangs up a placed call through Plivo.
+#[utoipa::path(
+    delete,
+    path = "/v1/calls/{call_id}",
+    tag = "calls",
+    params(("call_id" = String, Path, description = "The backend's id for the call")),
+    responses(
+        (status = 200, description = "Hangup requested; the call as it is now", body = CallView),
+        (status = 400, description = "Unusable path, or Plivo refused the request", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "No such call", body = ErrorBody),
+        (status = 409, description = "The call was never placed with Plivo (`not_placed`)", body = ErrorBody),
+        (status = 502, description = "Plivo failed or refused our credentials", body = ErrorBody),
+        (status = 503, description = "Plivo rate-limited us or is not configured, the control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn hang_up(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path(call_id): Path<String>,
+    call_id: Result<Path<String>, PathRejection>,
 ) -> Result<Json<CallView>, ApiError> {
     let control = authorize(&state, &headers)?;
+    let Path(call_id) = call_id?;
     match control.hang_up(&call_id).await {
         Ok(call) => Ok(Json(call.into())),
         Err(HangupError::NotFound(id)) => Err(ApiError::new(
@@ -331,19 +513,48 @@ async fn hang_up(
 }
 
 /// `GET /v1/calls` query.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only this campaign's calls.
     campaign_id: Option<String>,
+    /// Only calls in this state.
+    #[param(value_type = Option<CallStatus>)]
     status: Option<String>,
+    /// Cursor: the `next` of the previous page (a `call_id`; an unknown one is `400`).
     after: Option<String>,
+    /// Page size, 1 to 200 (others are clamped); 50 by default.
     limit: Option<usize>,
 }
 
+/// One page of calls.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CallPage {
+    calls: Vec<CallView>,
+    /// Pass as `after` for the next page; `null` on the last one.
+    next: Option<String>,
+}
+
+/// Lists calls, oldest first, a page at a time.
+#[utoipa::path(
+    get,
+    path = "/v1/calls",
+    tag = "calls",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of calls", body = CallPage),
+        (status = 400, description = "Bad query (`bad_query`, `bad_status`, `bad_cursor`: `after` names no call)", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "The control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_calls(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<ListQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CallPage>, ApiError> {
     let control = authorize(&state, &headers)?;
     let Query(query) =
         query.map_err(|r| ApiError::new(StatusCode::BAD_REQUEST, "bad_query", r.body_text()))?;
@@ -362,32 +573,77 @@ async fn list_calls(
         campaign_id: query.campaign_id.filter(|c| !c.is_empty()),
         state: state_filter,
     };
-    let calls = control
-        .list(
-            &filter,
-            &Page {
-                after: query.after,
-                limit,
-            },
-        )
-        .await?;
+    let after = query.after.filter(|a| !a.is_empty());
+    let calls = match control.list(&filter, &Page { after, limit }).await {
+        Ok(calls) => calls,
+        // The cursor names no call: the caller's mistake, not the store's.
+        Err(StoreError::NotFound(cursor)) => {
+            return Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "bad_cursor",
+                format!("after: no call {cursor:?} to continue from"),
+            ));
+        }
+        Err(other) => return Err(other.into()),
+    };
     let next = (calls.len() == limit)
         .then(|| calls.last().map(|c| c.call_id.clone()))
         .flatten();
     let calls: Vec<CallView> = calls.into_iter().map(CallView::from).collect();
-    Ok(Json(json!({"calls": calls, "next": next})))
+    Ok(Json(CallPage { calls, next }))
 }
 
-#[derive(Debug, Deserialize)]
+/// `GET /v1/deliveries/dead` query.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DeadQuery {
+    /// Most entries, 1 to 1000 (others are clamped); 100 by default.
     limit: Option<usize>,
 }
 
+/// An event a sink rejected or gave up on.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetter {
+    /// The entry's id (with `sink`, what replay takes).
+    id: u64,
+    #[schema(value_type = Sink)]
+    sink: SinkKind,
+    /// Delivery attempts made.
+    attempts: u32,
+    /// The last failure.
+    last_error: Option<String>,
+    /// The event's idempotency key, `{call_id}:{seq}`.
+    event_id: String,
+    call_id: String,
+    #[schema(value_type = EventName)]
+    event: EventType,
+}
+
+/// The dead letters.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeadLetters {
+    dead: Vec<DeadLetter>,
+}
+
+/// Lists dead letters, oldest first.
+#[utoipa::path(
+    get,
+    path = "/v1/deliveries/dead",
+    tag = "deliveries",
+    params(DeadQuery),
+    responses(
+        (status = 200, description = "The dead letters", body = DeadLetters),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 503, description = "The control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn list_dead(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<DeadQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<DeadLetters>, ApiError> {
     let control = authorize(&state, &headers)?;
     let limit = query
         .ok()
@@ -395,22 +651,47 @@ async fn list_dead(
         .unwrap_or(100)
         .clamp(1, 1_000);
     let dead = control.store().list_dead(limit).await?;
-    let entries: Vec<Value> = dead
+    let dead = dead
         .into_iter()
-        .map(|e| {
-            json!({"id": e.id, "sink": e.sink, "attempts": e.attempts, "last_error": e.last_error,
-                   "event_id": e.event.event_id, "call_id": e.event.call_id, "event": e.event.event})
+        .map(|e| DeadLetter {
+            id: e.id,
+            sink: e.sink,
+            attempts: e.attempts,
+            last_error: e.last_error,
+            event_id: e.event.event_id,
+            call_id: e.event.call_id,
+            event: e.event.event,
         })
         .collect();
-    Ok(Json(json!({"dead": entries})))
+    Ok(Json(DeadLetters { dead }))
 }
 
+/// Puts a dead letter back in the outbox, due now, attempts reset.
+#[utoipa::path(
+    post,
+    path = "/v1/deliveries/dead/{sink}/{id}/replay",
+    tag = "deliveries",
+    params(
+        ("sink" = Sink, Path, description = "The sink that gave up"),
+        ("id" = u64, Path, description = "The dead letter's id"),
+    ),
+    responses(
+        (status = 202, description = "Queued for delivery again"),
+        (status = 400, description = "`id` is not a number", body = ErrorBody),
+        (status = 401, description = "No valid bearer token", body = ErrorBody,
+            headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
+        (status = 404, description = "No such sink, or no such dead letter", body = ErrorBody),
+        (status = 503, description = "The control plane is off, or the store failed", body = ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
 async fn replay_dead(
     State(state): State<Arc<AppState>>,
     headers: HeaderMap,
-    Path((sink, id)): Path<(String, u64)>,
+    path: Result<Path<(String, u64)>, PathRejection>,
 ) -> Result<StatusCode, ApiError> {
     let control = authorize(&state, &headers)?;
+    let Path((sink, id)) = path?;
     let sink = match sink.as_str() {
         "queue" => SinkKind::Queue,
         "backend" => SinkKind::Backend,

@@ -7,6 +7,7 @@
 //! listener stop.
 
 mod api;
+mod openapi;
 mod ops;
 mod plivo;
 
@@ -131,6 +132,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/health", get(ops::health))
         .route("/ready", get(ops::ready))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(openapi::serve))
         .merge(api::routes())
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(state)

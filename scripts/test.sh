@@ -16,8 +16,13 @@ fi
 # tests/openapi.rs fuzzes the control API with schemathesis and fails without it.
 # (schemathesis 4 runs as `python3 -m schemathesis.cli`; `python3 -m schemathesis` does not.)
 if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
-  echo "test: installing schemathesis"
-  python3 -m pip install --quiet schemathesis
+  # A private virtualenv: Debian's system Python refuses pip installs (PEP 668).
+  if ! target/pytools/bin/python3 -m schemathesis.cli --version >/dev/null 2>&1; then
+    echo "test: installing schemathesis into target/pytools"
+    python3 -m venv target/pytools
+    target/pytools/bin/python3 -m pip install --quiet schemathesis
+  fi
+  export PATH="$PWD/target/pytools/bin:$PATH"
 fi
 
 echo "== cargo test"

@@ -79,6 +79,9 @@ pub struct RawControl {
     pub min_answered_secs: Option<u64>,
     /// Redis URL: with it, call state and the outbox live in Redis and the queue sink is on.
     pub redis_url: Option<String>,
+    /// Where call state and the outbox live: `auto` (Redis when `redis_url` is set, else
+    /// SQLite), `sqlite` or `redis`.
+    pub store: Option<String>,
     /// Redis Stream the queue sink appends events to.
     pub queue_stream: Option<String>,
     /// Backend base URL: with it, the backend sink is on.
@@ -194,6 +197,8 @@ pub struct ControlConfig {
     pub min_answered_secs: u64,
     /// Redis URL, when Redis holds state and the queue sink is on.
     pub redis_url: Option<String>,
+    /// Where call state and the outbox live.
+    pub store: StoreMode,
     /// Redis Stream for events.
     pub queue_stream: String,
     /// Backend base URL, when the backend sink is on.
@@ -216,11 +221,31 @@ impl std::fmt::Debug for ControlConfig {
             .field("caller_id", &self.caller_id)
             .field("min_answered_secs", &self.min_answered_secs)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "[set]"))
+            .field("store", &self.store)
             .field("queue_stream", &self.queue_stream)
             .field("backend_url", &self.backend_url)
             .field("reconcile", &self.reconcile)
             .field("delivery_max_age", &self.delivery_max_age)
             .finish()
+    }
+}
+
+/// Where call state and the outbox live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreMode {
+    /// A SQLite file in the data directory (the embedded default; one instance).
+    Sqlite,
+    /// Redis hashes and streams at `redis_url` (several instances share it).
+    Redis,
+}
+
+impl StoreMode {
+    /// The config name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+            Self::Redis => "redis",
+        }
     }
 }
 
@@ -411,6 +436,9 @@ impl RawConfig {
         }
         if let Some(v) = get("VOXGATE_CALLER_ID") {
             control.caller_id = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_STORE") {
+            control.store = Some(v);
         }
         if let Some(v) = get("VOXGATE_REDIS_URL") {
             control.redis_url = Some(v);
@@ -657,6 +685,27 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
             "is required with control.backend_url (it signs every update)",
         ));
     }
+    let redis_url = url(
+        "control.redis_url",
+        raw.redis_url,
+        &["redis://", "rediss://", "unix://"],
+    )?;
+    let store = match (raw.store.as_deref().unwrap_or("auto"), &redis_url) {
+        ("auto", Some(_)) | ("redis", Some(_)) => StoreMode::Redis,
+        ("auto", None) | ("sqlite", _) => StoreMode::Sqlite,
+        ("redis", None) => {
+            return Err(invalid(
+                "control.store",
+                "\"redis\" needs control.redis_url",
+            ));
+        }
+        (other, _) => {
+            return Err(invalid(
+                "control.store",
+                format!("{other:?} is not one of \"auto\", \"sqlite\", \"redis\""),
+            ));
+        }
+    };
     Ok(ControlConfig {
         api_tokens: raw
             .api_tokens
@@ -668,11 +717,8 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
         min_answered_secs: raw
             .min_answered_secs
             .unwrap_or(crate::control::model::DEFAULT_MIN_ANSWERED_SECS),
-        redis_url: url(
-            "control.redis_url",
-            raw.redis_url,
-            &["redis://", "rediss://", "unix://"],
-        )?,
+        redis_url,
+        store,
         queue_stream: raw
             .queue_stream
             .filter(|s| !s.is_empty())
@@ -759,6 +805,7 @@ impl Config {
                 caller_id: c.caller_id.clone(),
                 min_answered_secs: Some(c.min_answered_secs),
                 redis_url: None,
+                store: Some(c.store.as_str().to_owned()),
                 queue_stream: Some(c.queue_stream.clone()),
                 backend_url: c.backend_url.clone(),
                 backend_secret: None,

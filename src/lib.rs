@@ -13,6 +13,7 @@ pub mod audio;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod recording;
 pub mod session;
 pub mod sim;
 pub mod telemetry;

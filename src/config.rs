@@ -82,6 +82,8 @@ pub struct RawControl {
     /// Where call state and the outbox live: `auto` (Redis when `redis_url` is set, else
     /// SQLite), `sqlite` or `redis`.
     pub store: Option<String>,
+    /// The Redis store's name: its keys start with `{name}:` (default `voxgate`).
+    pub redis_prefix: Option<String>,
     /// Redis Stream the queue sink appends events to.
     pub queue_stream: Option<String>,
     /// Backend base URL: with it, the backend sink is on.
@@ -199,6 +201,8 @@ pub struct ControlConfig {
     pub redis_url: Option<String>,
     /// Where call state and the outbox live.
     pub store: StoreMode,
+    /// The Redis store's name (keys start with `{name}:`).
+    pub redis_prefix: String,
     /// Redis Stream for events.
     pub queue_stream: String,
     /// Backend base URL, when the backend sink is on.
@@ -222,6 +226,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("min_answered_secs", &self.min_answered_secs)
             .field("redis_url", &self.redis_url.as_ref().map(|_| "[set]"))
             .field("store", &self.store)
+            .field("redis_prefix", &self.redis_prefix)
             .field("queue_stream", &self.queue_stream)
             .field("backend_url", &self.backend_url)
             .field("reconcile", &self.reconcile)
@@ -439,6 +444,9 @@ impl RawConfig {
         }
         if let Some(v) = get("VOXGATE_STORE") {
             control.store = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_REDIS_PREFIX") {
+            control.redis_prefix = Some(v);
         }
         if let Some(v) = get("VOXGATE_REDIS_URL") {
             control.redis_url = Some(v);
@@ -719,6 +727,16 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
             .unwrap_or(crate::control::model::DEFAULT_MIN_ANSWERED_SECS),
         redis_url,
         store,
+        redis_prefix: match raw.redis_prefix.filter(|p| !p.is_empty()) {
+            None => crate::control::store::redis::DEFAULT_NAME.to_owned(),
+            Some(p) if p.contains(['{', '}']) => {
+                return Err(invalid(
+                    "control.redis_prefix",
+                    format!("{p:?} must not contain braces"),
+                ));
+            }
+            Some(p) => p,
+        },
         queue_stream: raw
             .queue_stream
             .filter(|s| !s.is_empty())
@@ -806,6 +824,7 @@ impl Config {
                 min_answered_secs: Some(c.min_answered_secs),
                 redis_url: None,
                 store: Some(c.store.as_str().to_owned()),
+                redis_prefix: Some(c.redis_prefix.clone()),
                 queue_stream: Some(c.queue_stream.clone()),
                 backend_url: c.backend_url.clone(),
                 backend_secret: None,

@@ -1,8 +1,9 @@
 //! Starting the control plane from the configuration: the store, the sinks, the Plivo
 //! client and the deliverer, wired together.
 //!
-//! Embedded default: a SQLite file in the data directory. The queue sink runs when a Redis
-//! URL is set, the backend sink when a backend URL is set; with neither, events stay in
+//! Embedded default: a SQLite file in the data directory; with a Redis URL (or
+//! `store = "redis"`) the shared Redis store instead, so several instances share calls and
+//! outbox. The queue sink runs when a Redis URL is set, the backend sink when a backend URL is set; with neither, events stay in
 //! the outbox (nothing is lost, nothing is sent) and start-up says so.
 
 use std::path::Path;
@@ -19,8 +20,9 @@ use super::plane::ControlPlane;
 use super::reconcile::Reconciler;
 use super::retry::RetryPolicy;
 use super::sinks::{BackendSink, QueueSink, Sink};
-use super::store::{SinkKind, SqliteStore, Store};
+use super::store::{RedisStore, SinkKind, SqliteStore, Store};
 use crate::config::Config;
+use crate::config::StoreMode;
 use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
 
 /// A shared Plivo REST client.
@@ -77,11 +79,27 @@ impl ControlService {
             );
         }
         let kinds: Vec<SinkKind> = sinks.iter().map(|s| s.kind()).collect();
-        let path = Path::new(&config.data_dir).join("voxgate.db");
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&path, &kinds)
-                .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?,
-        );
+        let (store, where_): (Arc<dyn Store>, String) = match (control.store, &control.redis_url) {
+            (StoreMode::Redis, Some(url)) => {
+                let store = RedisStore::connect(url, &control.redis_prefix, &kinds)
+                    .await
+                    .map_err(|e| StartError::Store(e.to_string()))?;
+                if !store.persistence().await.unwrap_or(true) {
+                    warn!(
+                        "Redis persists nothing (no AOF, no snapshots): a Redis restart would lose \
+                         the outbox; turn on appendonly for durable delivery"
+                    );
+                }
+                let where_ = format!("redis {}* (consumer {})", store.prefix(), store.consumer());
+                (Arc::new(store), where_)
+            }
+            _ => {
+                let path = Path::new(&config.data_dir).join("voxgate.db");
+                let store = SqliteStore::open(&path, &kinds)
+                    .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?;
+                (Arc::new(store), path.display().to_string())
+            }
+        };
         // Two clients: calls and hangups with the defaults, reconcile with its own
         // request timeout and retries.
         let (plivo, reconcile_plivo): (Option<Client>, Option<Client>) =
@@ -133,7 +151,7 @@ impl ControlService {
                 shutdown,
             )
         });
-        info!(store = %path.display(), sinks = ?kinds, "control plane started");
+        info!(store = %where_, sinks = ?kinds, "control plane started");
         Ok(Self {
             plane,
             deliverer,

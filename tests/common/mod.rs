@@ -33,10 +33,19 @@ impl TestServer {
     }
 
     async fn start_with(file: Option<&str>, env: &[(&str, &str)], control: bool) -> Self {
-        let env: HashMap<String, String> = env
+        let mut env: HashMap<String, String> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        // Each server with a Redis store gets keys of its own: Redis outlives test runs, and
+        // another run's undelivered events must not reach this test's backend.
+        if env.contains_key("VOXGATE_REDIS_URL") && !env.contains_key("VOXGATE_REDIS_PREFIX") {
+            let name = format!(
+                "vgtest-{}",
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            env.insert("VOXGATE_REDIS_PREFIX".into(), name);
+        }
         let config = Config::load(file, &env, CliOverrides::default()).expect("test config");
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

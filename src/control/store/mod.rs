@@ -33,10 +33,12 @@
 //!   microseconds ([`clock::micros`]).
 //!
 //! Files: [`clock`] (time, drivable in tests), [`memory`] (the reference model),
-//! [`sqlite`] (the embedded default: storage format and crash behaviour are in its doc).
+//! [`sqlite`] (the embedded default: storage format and crash behaviour are in its doc),
+//! [`redis`] (shared by several instances: key layout and crash behaviour in its doc).
 
 pub mod clock;
 pub mod memory;
+pub mod redis;
 pub mod sqlite;
 
 #[cfg(test)]
@@ -44,6 +46,7 @@ mod tests;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use memory::MemoryStore;
+pub use redis::RedisStore;
 pub use sqlite::SqliteStore;
 
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Each documented behaviour of [`Store`], checked on the model and on SQLite alike.
+//! Each documented behaviour of [`Store`], checked on the model, SQLite and Redis alike.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use crate::control::store::{CallFilter, OutboxEntry, Page, StoreError};
 
 const LEASE: Duration = Duration::from_secs(30);
 
-/// Runs each named test body on a fresh `MemoryStore` and a fresh `SqliteStore`.
+/// Runs each named test body on a fresh `MemoryStore`, `SqliteStore` and `RedisStore`.
 macro_rules! on_both_stores {
     ($($name:ident),* $(,)?) => {
         mod on_memory {
@@ -21,6 +21,12 @@ macro_rules! on_both_stores {
             $(#[tokio::test]
             async fn $name() {
                 super::$name(super::Fixture::sqlite(&super::BOTH)).await;
+            })*
+        }
+        mod on_redis {
+            $(#[tokio::test]
+            async fn $name() {
+                super::$name(super::Fixture::redis(&super::BOTH).await).await;
             })*
         }
     };
@@ -580,4 +586,11 @@ async fn orphan_callbacks_are_kept_for_audit() {
         .await
         .unwrap();
     assert_eq!(sqlite.orphan_callbacks().await.unwrap(), expected);
+    let scratch = RedisScratch::new("orphans");
+    let redis = scratch.open(&BOTH, &ManualClock::new(start())).await;
+    redis
+        .record_orphan_callback("hangup", &fields)
+        .await
+        .unwrap();
+    assert_eq!(redis.orphan_callbacks().await.unwrap(), expected);
 }

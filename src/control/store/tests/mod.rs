@@ -1,9 +1,14 @@
-//! Tests of the store contract: every documented behaviour on both stores
+//! Tests of the store contract: every documented behaviour on every store
 //! (`contract`), what only the SQLite file owes (`sqlite`: reopen, crash image, schema,
-//! threads), and random operation sequences against the model (`props`).
+//! threads), what only the Redis store owes (`redis`: several instances), and random
+//! operation sequences against the model (`props`).
+//!
+//! The Redis tests use the real server at `VOXGATE_TEST_REDIS_URL` (default
+//! `redis://127.0.0.1:6379`), each under a store name of its own that is deleted after.
 
 mod contract;
 mod props;
+mod redis;
 mod sqlite;
 
 use std::path::{Path, PathBuf};
@@ -12,7 +17,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use chrono::{DateTime, Utc};
 
-use super::{ManualClock, MemoryStore, SinkKind, SqliteStore, Store, Update};
+use super::{ManualClock, MemoryStore, RedisStore, SinkKind, SqliteStore, Store, Update};
 use crate::control::model::{CallRecord, CallState, Direction, EventType, Transition};
 
 /// Both sinks, as `voxgate serve` configures them.
@@ -89,11 +94,51 @@ fn force_state(next: CallState) -> Update {
     })
 }
 
-/// A store under test, its clock, and the directory holding its file (if any).
+/// The Redis the tests use.
+fn redis_url() -> String {
+    std::env::var("VOXGATE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A store name of its own in the test Redis; its keys are deleted on drop.
+struct RedisScratch(String);
+
+impl RedisScratch {
+    fn new(tag: &str) -> Self {
+        let unique = uuid::Uuid::new_v4().simple().to_string();
+        Self(format!("vgtest-{tag}-{}", &unique[..12]))
+    }
+
+    async fn open(&self, sinks: &[SinkKind], clock: &ManualClock) -> RedisStore {
+        RedisStore::connect_with_clock(&redis_url(), &self.0, sinks, Arc::new(clock.clone()))
+            .await
+            .expect("connect to the test Redis (is redis-server running?)")
+    }
+}
+
+impl Drop for RedisScratch {
+    fn drop(&mut self) {
+        let Ok(client) = ::redis::Client::open(redis_url()) else {
+            return;
+        };
+        let Ok(mut conn) = client.get_connection() else {
+            return;
+        };
+        let keys: Vec<String> = ::redis::cmd("KEYS")
+            .arg(format!("{{{}}}:*", self.0))
+            .query(&mut conn)
+            .unwrap_or_default();
+        if !keys.is_empty() {
+            let _: ::redis::RedisResult<()> = ::redis::cmd("DEL").arg(keys).query(&mut conn);
+        }
+    }
+}
+
+/// A store under test, its clock, and what holds its data (a directory, a Redis name).
 struct Fixture {
     store: Box<dyn Store>,
     clock: ManualClock,
     _dir: Option<TempDir>,
+    _redis: Option<RedisScratch>,
 }
 
 impl Fixture {
@@ -103,6 +148,19 @@ impl Fixture {
             store: Box::new(MemoryStore::with_clock(sinks, Arc::new(clock.clone()))),
             clock,
             _dir: None,
+            _redis: None,
+        }
+    }
+
+    async fn redis(sinks: &[SinkKind]) -> Self {
+        let clock = ManualClock::new(start());
+        let scratch = RedisScratch::new("contract");
+        let store = scratch.open(sinks, &clock).await;
+        Self {
+            store: Box::new(store),
+            clock,
+            _dir: None,
+            _redis: Some(scratch),
         }
     }
 
@@ -119,6 +177,7 @@ impl Fixture {
             store: Box::new(store),
             clock,
             _dir: Some(dir),
+            _redis: None,
         }
     }
 

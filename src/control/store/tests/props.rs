@@ -1,9 +1,11 @@
-//! Random operation sequences, run on the model and on SQLite side by side.
+//! Random operation sequences, run on the model and on SQLite or Redis side by side.
 //!
 //! Each case applies a random list of operations (create, updates that follow the state
 //! machine or break it, claims, acks, retries, dead letters, replays, misuse of entry ids,
-//! clock ticks past leases, and for SQLite restarts and crash images) to a
-//! [`MemoryStore`] and a [`SqliteStore`] sharing one clock. After every step both must
+//! clock ticks past leases, restarts and crashes) to a [`MemoryStore`] and a real store
+//! sharing one clock: a [`SqliteStore`] (restart: reopen the file; crash: reopen a crash
+//! image) or a [`RedisStore`] (restart and crash: a new instance, with a consumer of its
+//! own, takes over the same keys while the old one's leases are still running). After every step both must
 //! return the same thing and hold the same state, and a ledger kept by the test (what was
 //! stored, acked, parked) checks the contract's invariants: per-call, per-sink order,
 //! terminal states are final, seqs run 1..n without gaps, nothing acked comes back,
@@ -200,12 +202,38 @@ impl Ledger {
     }
 }
 
+/// Which real store a case runs beside the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    None,
+    Sqlite,
+    Redis,
+}
+
+/// The real store of a case.
+enum Real {
+    Sqlite(SqliteStore),
+    Redis(RedisStore),
+}
+
+impl std::ops::Deref for Real {
+    type Target = dyn Store;
+
+    fn deref(&self) -> &Self::Target {
+        match self {
+            Self::Sqlite(store) => store,
+            Self::Redis(store) => store,
+        }
+    }
+}
+
 /// The two stores, the clock they share, and the ledger.
 struct Harness {
     sinks: Vec<SinkKind>,
     clock: ManualClock,
     model: MemoryStore,
-    real: Option<SqliteStore>,
+    real: Option<Real>,
+    redis: Option<RedisScratch>,
     dir: TempDir,
     file: PathBuf,
     images: u32,
@@ -221,7 +249,7 @@ macro_rules! both {
             $call.await
         };
         if let Some(real) = &$h.real {
-            let $s: &dyn Store = real;
+            let $s: &dyn Store = &**real;
             let real = $call.await;
             agree(&model, &real, stringify!($call));
         }
@@ -235,9 +263,9 @@ fn agree<T: PartialEq + Debug>(
     what: &str,
 ) {
     match (model, real) {
-        (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}: model vs sqlite"),
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "{what}: model vs real store"),
         (Err(a), Err(b)) => assert_eq!(format!("{a:?}"), format!("{b:?}"), "{what}"),
-        _ => panic!("{what}: model {model:?} vs sqlite {real:?}"),
+        _ => panic!("{what}: model {model:?} vs real store {real:?}"),
     }
     if let Err(StoreError::Backend(e)) = model {
         panic!("{what}: backend error {e}");
@@ -245,16 +273,22 @@ fn agree<T: PartialEq + Debug>(
 }
 
 impl Harness {
-    fn new(sinks: &[SinkKind], with_sqlite: bool) -> Self {
+    async fn new(sinks: &[SinkKind], backend: Backend) -> Self {
         let clock = ManualClock::new(start());
         let dir = TempDir::new("props");
         let file = dir.path().join("store0.db");
-        let real = with_sqlite.then(|| reopen(&file, sinks, &clock));
+        let redis = (backend == Backend::Redis).then(|| RedisScratch::new("props"));
+        let real = match (backend, &redis) {
+            (Backend::Sqlite, _) => Some(Real::Sqlite(reopen(&file, sinks, &clock))),
+            (Backend::Redis, Some(scratch)) => Some(Real::Redis(scratch.open(sinks, &clock).await)),
+            _ => None,
+        };
         Self {
             sinks: sinks.to_vec(),
             model: MemoryStore::with_clock(sinks, Arc::new(clock.clone())),
             clock,
             real,
+            redis,
             dir,
             file,
             images: 0,
@@ -374,22 +408,35 @@ impl Harness {
             }
             Op::Misuse { pick, kind } => self.misuse(pick, kind).await,
             Op::Tick { secs } => self.clock.advance(Duration::from_secs(secs)),
-            Op::Restart => {
-                if self.real.take().is_some() {
-                    self.real = Some(reopen(&self.file, &self.sinks, &self.clock));
+            Op::Restart => match self.real.take() {
+                Some(Real::Sqlite(_)) => {
+                    self.real = Some(Real::Sqlite(reopen(&self.file, &self.sinks, &self.clock)));
                 }
-            }
-            Op::Crash => {
-                if let Some(real) = self.real.take() {
+                Some(Real::Redis(_)) => self.real = Some(self.another_redis_instance().await),
+                None => {}
+            },
+            Op::Crash => match self.real.take() {
+                Some(Real::Sqlite(real)) => {
                     self.images += 1;
                     let image = self.dir.path().join(format!("store{}.db", self.images));
                     crash_image(&self.file, &image);
                     drop(real);
                     self.file = image;
-                    self.real = Some(reopen(&self.file, &self.sinks, &self.clock));
+                    self.real = Some(Real::Sqlite(reopen(&self.file, &self.sinks, &self.clock)));
                 }
-            }
+                Some(Real::Redis(_)) => self.real = Some(self.another_redis_instance().await),
+                None => {}
+            },
         }
+    }
+
+    /// A new Redis store instance on the case's keys (the old one is gone as if killed).
+    async fn another_redis_instance(&self) -> Real {
+        let scratch = self
+            .redis
+            .as_ref()
+            .expect("a Redis case has its scratch name");
+        Real::Redis(scratch.open(&self.sinks, &self.clock).await)
     }
 
     /// An update of call `i`; `make` builds the same update once per store.
@@ -502,12 +549,13 @@ fn take(list: &mut Vec<(SinkKind, u64)>, pick: Index) -> Option<(SinkKind, u64)>
     (!list.is_empty()).then(|| list.remove(pick.index(list.len())))
 }
 
-fn run(ops: Vec<Op>, sinks: &[SinkKind], with_sqlite: bool) {
+fn run(ops: Vec<Op>, sinks: &[SinkKind], backend: Backend) {
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("runtime");
     runtime.block_on(async {
-        let mut harness = Harness::new(sinks, with_sqlite);
+        let mut harness = Harness::new(sinks, backend).await;
         for op in ops {
             harness.step(op).await;
             harness.check().await;
@@ -532,7 +580,23 @@ proptest! {
         sinks in sinks(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        run(ops, &sinks, true);
+        run(ops, &sinks, Backend::Sqlite);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 64,
+        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn redis_agrees_with_the_model_and_keeps_the_contract(
+        sinks in sinks(),
+        ops in prop::collection::vec(op(), 1..80),
+    ) {
+        run(ops, &sinks, Backend::Redis);
     }
 }
 
@@ -548,6 +612,6 @@ proptest! {
         sinks in sinks(),
         ops in prop::collection::vec(op(), 1..80),
     ) {
-        run(ops, &sinks, false);
+        run(ops, &sinks, Backend::None);
     }
 }

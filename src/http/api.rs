@@ -110,13 +110,20 @@ impl IntoResponse for ApiError {
 }
 
 impl From<StoreError> for ApiError {
+    /// The caller's mistakes (unknown ids, a refused state change) are 4xx; only the
+    /// store itself failing is a 503.
     fn from(error: StoreError) -> Self {
-        tracing::error!(%error, "store failed");
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "store_unavailable",
-            error.to_string(),
-        )
+        let (status, code) = match &error {
+            StoreError::NotFound(_) => (StatusCode::NOT_FOUND, "call_not_found"),
+            StoreError::NoEntry(_) => (StatusCode::NOT_FOUND, "delivery_not_found"),
+            StoreError::AlreadyExists(_) => (StatusCode::CONFLICT, "call_exists"),
+            StoreError::Transition(_) => (StatusCode::CONFLICT, "invalid_transition"),
+            StoreError::Backend(_) => {
+                tracing::error!(%error, "store failed");
+                (StatusCode::SERVICE_UNAVAILABLE, "store_unavailable")
+            }
+        };
+        Self::new(status, code, error.to_string())
     }
 }
 

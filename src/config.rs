@@ -102,6 +102,9 @@ pub struct RawControl {
     pub reconcile_error_tolerance: Option<u32>,
     /// Delivery: give up (dead letter) on an event this old, seconds.
     pub delivery_max_age_secs: Option<u64>,
+    /// Delivery: longest wait between two tries of one event, seconds (the backoff cap;
+    /// after a sink outage, the worst lag before delivery resumes).
+    pub delivery_retry_cap_secs: Option<u64>,
 }
 
 /// `[plivo]` in the file.
@@ -213,6 +216,8 @@ pub struct ControlConfig {
     pub reconcile: ReconcileConfig,
     /// Give up on an event this old.
     pub delivery_max_age: Duration,
+    /// Longest wait between two tries of one event (default 5 min).
+    pub delivery_retry_cap: Duration,
 }
 
 impl std::fmt::Debug for ControlConfig {
@@ -231,6 +236,7 @@ impl std::fmt::Debug for ControlConfig {
             .field("backend_url", &self.backend_url)
             .field("reconcile", &self.reconcile)
             .field("delivery_max_age", &self.delivery_max_age)
+            .field("delivery_retry_cap", &self.delivery_retry_cap)
             .finish()
     }
 }
@@ -767,6 +773,11 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
             raw.delivery_max_age_secs,
             Duration::from_secs(86_400),
         )?,
+        delivery_retry_cap: secs(
+            "control.delivery_retry_cap_secs",
+            raw.delivery_retry_cap_secs,
+            Duration::from_secs(5 * 60),
+        )?,
     })
 }
 
@@ -834,6 +845,7 @@ impl Config {
                 reconcile_retries: Some(c.reconcile.retries),
                 reconcile_error_tolerance: Some(c.reconcile.error_tolerance),
                 delivery_max_age_secs: Some(c.delivery_max_age.as_secs()),
+                delivery_retry_cap_secs: Some(c.delivery_retry_cap.as_secs()),
             },
         };
         toml::to_string(&raw).unwrap_or_default()

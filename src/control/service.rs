@@ -123,6 +123,7 @@ impl ControlService {
             };
         let policy = RetryPolicy {
             max_age: control.delivery_max_age,
+            cap: control.delivery_retry_cap,
             ..RetryPolicy::default()
         };
         let (deliverer, task) = Deliverer::spawn(

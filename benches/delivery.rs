@@ -34,7 +34,7 @@ use voxgate::control::model::{CallRecord, Direction, EventType};
 use voxgate::control::plane::ControlPlane;
 use voxgate::control::retry::RetryPolicy;
 use voxgate::control::sinks::{BackendSink, Sink};
-use voxgate::control::store::{SinkKind, SqliteStore, Store};
+use voxgate::control::store::{RedisStore, SinkKind, SqliteStore, Store};
 
 const CALLS: usize = 1_000;
 const EVENTS_PER_CALL: usize = 5;
@@ -254,6 +254,31 @@ fn main() {
         files.push(file);
         Arc::new(store)
     });
-    // The Redis store, once it exists:
-    // report(&runtime, "redis", rounds, calls, || Arc::new(RedisStore::open(...)));
+    // The Redis store at VOXGATE_TEST_REDIS_URL (default the local one), a fresh name per
+    // round, deleted afterwards.
+    let url = std::env::var("VOXGATE_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let mut names = Vec::new();
+    report(&runtime, "redis", rounds, calls, || {
+        let name = format!(
+            "vgbench-{}",
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let store = runtime
+            .block_on(RedisStore::connect(&url, &name, &[SinkKind::Backend]))
+            .expect("connect to Redis (is redis-server running?)");
+        names.push(name);
+        Arc::new(store)
+    });
+    if let Ok(mut conn) = redis::Client::open(url.as_str()).and_then(|c| c.get_connection()) {
+        for name in names {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(format!("{{{name}}}:*"))
+                .query(&mut conn)
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: redis::RedisResult<()> = redis::cmd("DEL").arg(keys).query(&mut conn);
+            }
+        }
+    }
 }

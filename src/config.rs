@@ -776,7 +776,7 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
         delivery_retry_cap: secs(
             "control.delivery_retry_cap_secs",
             raw.delivery_retry_cap_secs,
-            Duration::from_secs(5 * 60),
+            crate::control::retry::RetryPolicy::default().cap,
         )?,
     })
 }

@@ -98,11 +98,15 @@ impl World {
         let backend = Backend::start(SECRET).await;
         let root = Dir::new();
         let stream = format!("voxgate:test:{}", uuid::Uuid::new_v4());
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_owned();
         let config = root.0.join("voxgate.toml");
+        // The Redis store's keys are this test's own (`redis_prefix`): Redis outlives test
+        // runs, and tests run in parallel.
         std::fs::write(
             &config,
             format!(
-                "[control]\nqueue_stream = \"{stream}\"\ndelivery_retry_cap_secs = {}\n",
+                "[control]\nqueue_stream = \"{stream}\"\nredis_prefix = \"vgtest-{run}\"\n\
+                 delivery_retry_cap_secs = {}\n",
                 RETRY_CAP.as_secs()
             ),
         )
@@ -110,7 +114,7 @@ impl World {
         eprintln!("durability: files under {}", root.0.display());
         Self {
             mode,
-            run: uuid::Uuid::new_v4().simple().to_string()[..8].to_owned(),
+            run,
             fake,
             backend,
             root,

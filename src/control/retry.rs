@@ -25,7 +25,9 @@ use thiserror::Error;
 pub struct RetryPolicy {
     /// Upper bound of the first delay (default 500 ms).
     pub base: Duration,
-    /// Upper bound of any delay (default 5 min).
+    /// Upper bound of any delay (default 30 s: after a sink outage, delivery resumes within
+    /// this long of the sink coming back, while a sink that stays down sees each waiting
+    /// call tried about every 15 s).
     pub cap: Duration,
     /// Give up once the event is this old (default 24 h).
     pub max_age: Duration,
@@ -37,7 +39,7 @@ impl Default for RetryPolicy {
     fn default() -> Self {
         Self {
             base: Duration::from_millis(500),
-            cap: Duration::from_secs(5 * 60),
+            cap: Duration::from_secs(30),
             max_age: Duration::from_secs(24 * 60 * 60),
             max_attempts: None,
         }
@@ -166,8 +168,8 @@ mod tests {
         assert_eq!(policy.ceiling(1), 500 * MS);
         assert_eq!(policy.ceiling(2), 1000 * MS);
         assert_eq!(policy.ceiling(3), 2000 * MS);
-        assert_eq!(policy.ceiling(10), 256 * 1000 * MS);
-        assert_eq!(policy.ceiling(11), policy.cap, "512 s is capped at 5 min");
+        assert_eq!(policy.ceiling(6), 16 * 1000 * MS);
+        assert_eq!(policy.ceiling(7), policy.cap, "32 s is capped at 30 s");
         assert_eq!(policy.ceiling(40), policy.cap);
         assert_eq!(policy.ceiling(u32::MAX), policy.cap);
     }
@@ -200,10 +202,10 @@ mod tests {
             total / 1000
         };
         let means: Vec<Duration> = (1..=14).map(|a| mean(a, &mut rng)).collect();
-        for pair in means[..10].windows(2) {
+        for pair in means[..6].windows(2) {
             assert!(pair[1] > pair[0] * 3 / 2, "{means:?}");
         }
-        for late in &means[11..] {
+        for late in &means[8..] {
             let half_cap = policy.cap / 2;
             assert!(late.abs_diff(half_cap) < half_cap / 10, "{late:?}");
         }

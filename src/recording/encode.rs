@@ -183,7 +183,7 @@ pub fn encode<R: Read, W: Write>(wav: R, out: W, serial: u32) -> Result<Encoded,
         let len = encoder.encode(&pcm, &mut packet)?;
         encoded_frames += 1;
         if let Some((data, granule)) = pending.take() {
-            let end = if (encoded_frames - 1) % PACKETS_PER_PAGE == 0 {
+            let end = if (encoded_frames - 1).is_multiple_of(PACKETS_PER_PAGE) {
                 PacketWriteEndInfo::EndPage
             } else {
                 PacketWriteEndInfo::NormalPacket

@@ -204,9 +204,14 @@ impl Publisher {
             }
             None => {
                 let absolute =
-                    std::path::absolute(&file).map_err(|source| PublishError::Local {
-                        path: file.display().to_string(),
-                        source,
+                    std::path::absolute(&file).map_err(|source| {
+                        error!(%call_id, file = %file.display(), %source, "cannot locate the recording");
+                        metrics::counter!(telemetry::RECORDING_PUBLISH_FAILURES, "stage" => "upload")
+                            .increment(1);
+                        PublishError::Local {
+                            path: file.display().to_string(),
+                            source,
+                        }
                     })?;
                 (file_url(&absolute), 0, "local")
             }

@@ -350,6 +350,24 @@ mod tests {
         assert!(matches!(error, Err(EncodeError::Wav(_))), "{error:?}");
     }
 
+    proptest::proptest! {
+        #[test]
+        fn damaged_recordings_are_an_error_or_a_stream_never_a_panic(
+            at in 0usize..2_000,
+            byte: u8,
+            cut in 0usize..2_000,
+        ) {
+            let mut bytes = wav(spec(2, 8_000, 16), 400);
+            let at = at % bytes.len();
+            bytes[at] = byte;
+            bytes.truncate(cut.max(1));
+            let mut out = Vec::new();
+            if encode(Cursor::new(bytes), &mut out, 1).is_ok() {
+                proptest::prop_assert_eq!(&out[28..36], b"OpusHead");
+            }
+        }
+    }
+
     #[test]
     fn a_truncated_file_leaves_no_output_behind() {
         let dir = std::env::temp_dir().join(format!("voxgate-encode-{}", uuid::Uuid::new_v4()));

@@ -211,6 +211,21 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_call_id_is_one_key_segment_under_the_prefix(
+            prefix in "[a-z0-9/._-]{0,20}",
+            call_id in "(?s).{0,40}",
+        ) {
+            if let Ok(target) = UploadTarget::parse(&format!("s3://b/{prefix}")) {
+                let prefix_parts = target.key("x", "wav").parts().count() - 1;
+                let key = target.key(&call_id, "wav");
+                proptest::prop_assert_eq!(key.parts().count(), prefix_parts + 1, "{}", key);
+                proptest::prop_assert!(target.url(&key, None).starts_with("s3://b/"));
+            }
+        }
+    }
+
     #[test]
     fn refuses_what_it_cannot_honour() {
         for (url, want) in [

@@ -123,10 +123,26 @@ async fn flaky_proxy(
     (addr, refused)
 }
 
-fn temp_dir(name: &str) -> PathBuf {
+/// A fresh folder under the system temp dir, removed on drop (also when a test fails).
+struct TempDir(PathBuf);
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn temp_dir(name: &str) -> TempDir {
     let dir = std::env::temp_dir().join(format!("voxgate-{name}-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    TempDir(dir)
 }
 
 /// A stereo PCM16 WAV like the recorder's: a 440 Hz tone on the left (caller), silence
@@ -285,7 +301,6 @@ async fn s3_upload_survives_a_refused_first_attempt_and_announces_the_url() {
     // Handing the same recording over again changes nothing on the call.
     publisher.publish(recording).await.unwrap();
     assert_eq!(delivered(&store).await, []);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -308,7 +323,6 @@ async fn a_large_recording_goes_up_in_parts() {
         "bytes differ"
     );
     assert!(delivered(&store).await.contains(&EventType::RecordingReady));
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[tokio::test]
@@ -344,7 +358,6 @@ async fn an_upload_that_never_gets_through_keeps_the_local_file_and_announces_no
         None
     );
     assert_eq!(delivered(&store).await, []);
-    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 /// Runs an opus-tools command, failing the test with a clear message when it is missing.
@@ -371,7 +384,7 @@ async fn opus_recordings_decode_elsewhere_to_the_same_length_and_channels() {
     let (plane, store) = plane_with_ended_call("call-opus").await;
     delivered(&store).await;
     let config = PublishConfig {
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         format: RecordingFormat::Opus,
         upload_url: Some(format!("file://{}", target.display())),
         ..PublishConfig::default()
@@ -460,8 +473,6 @@ async fn opus_recordings_decode_elsewhere_to_the_same_length_and_channels() {
     let call = plane.get("call-opus").await.unwrap().unwrap();
     assert_eq!(call.recording_url, Some(published.url));
     assert_eq!(delivered(&store).await, [EventType::RecordingReady]);
-    std::fs::remove_dir_all(&dir).unwrap();
-    std::fs::remove_dir_all(&target).unwrap();
 }
 
 #[tokio::test]
@@ -470,7 +481,7 @@ async fn without_an_upload_target_the_handoff_announces_the_local_file() {
     let (plane, store) = plane_with_ended_call("call-local").await;
     delivered(&store).await;
     let config = PublishConfig {
-        dir: dir.clone(),
+        dir: dir.to_path_buf(),
         ..PublishConfig::default()
     };
     let publisher = Arc::new(Publisher::new(&config, plane.clone()).unwrap());
@@ -495,5 +506,4 @@ async fn without_an_upload_target_the_handoff_announces_the_local_file() {
     // A recording for a call the control plane does not know is logged, not a crash,
     // and its file stays.
     assert!(dir.join("no-such-call.wav").exists());
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -507,3 +507,47 @@ async fn without_an_upload_target_the_handoff_announces_the_local_file() {
     // and its file stays.
     assert!(dir.join("no-such-call.wav").exists());
 }
+
+/// Set in the child process of [`s3_settings_come_from_the_standard_aws_environment`].
+const ENV_CHILD: &str = "VOXGATE_TEST_S3_ENV_DIR";
+
+#[tokio::test]
+async fn s3_settings_come_from_the_standard_aws_environment() {
+    // Tests cannot set the environment of their own process (it is shared and `unsafe`
+    // to change), so the test runs itself again with the AWS_* variables set.
+    if let Ok(dir) = std::env::var(ENV_CHILD) {
+        let (plane, _store) = plane_with_ended_call("call-env").await;
+        let config = PublishConfig {
+            dir: PathBuf::from(&dir),
+            upload_url: Some(format!("s3://{BUCKET}/env")),
+            upload_retries: 0,
+            ..PublishConfig::default()
+        };
+        let publisher = Publisher::new(&config, plane).unwrap();
+        let recording = write_wav(Path::new(&dir), "call-env", 8_000, 8_000);
+        let published = publisher.publish(recording).await.unwrap();
+        assert_eq!(published.url, "s3://recordings/env/call-env.wav");
+        return;
+    }
+    let moto = start_moto().await;
+    let dir = temp_dir("s3-env");
+    let status = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "s3_settings_come_from_the_standard_aws_environment",
+            "--nocapture",
+        ])
+        .env(ENV_CHILD, &*dir)
+        .env("AWS_ENDPOINT_URL", format!("http://{}", moto.addr))
+        .env("AWS_ALLOW_HTTP", "true")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .status()
+        .unwrap();
+    assert!(status.success(), "the child upload failed: {status}");
+    assert_eq!(
+        s3_object(&moto, "env/call-env.wav").await,
+        std::fs::read(dir.join("call-env.wav")).unwrap()
+    );
+}

@@ -22,12 +22,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use object_store::ObjectStore;
+use object_store::RetryConfig;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::buffered::BufWriter;
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as ObjectPath;
-use object_store::{ClientOptions, RetryConfig};
 use thiserror::Error;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{error, info, warn};
@@ -171,8 +171,7 @@ impl Uploader {
             UploadTarget::S3 { bucket, .. } => {
                 let mut builder = AmazonS3Builder::from_env()
                     .with_bucket_name(bucket)
-                    .with_retry(no_retry)
-                    .with_client_options(ClientOptions::new());
+                    .with_retry(no_retry);
                 for (key, value) in options {
                     let parsed: AmazonS3ConfigKey =
                         key.parse().map_err(|_| StoreSetupError::UnknownOption {

@@ -7,11 +7,15 @@ need_apt=()
 command -v cc >/dev/null 2>&1 || need_apt+=(build-essential)
 command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
+# audiopus links the system libopus (Ogg Opus recordings).
+pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
 if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+  # tests/recording_upload.rs checks Ogg Opus recordings with an independent decoder.
+  command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -25,6 +25,16 @@ if ! python3 -m schemathesis.cli --version >/dev/null 2>&1; then
   export PATH="$PWD/target/pytools/bin:$PATH"
 fi
 
+# tests/recording_upload.rs uploads to moto, a local S3-compatible server.
+if ! command -v moto_server >/dev/null 2>&1; then
+  if [ ! -x target/pytools/bin/moto_server ]; then
+    echo "test: installing moto[server] into target/pytools"
+    [ -x target/pytools/bin/python3 ] || python3 -m venv target/pytools
+    target/pytools/bin/python3 -m pip install --quiet 'moto[server]'
+  fi
+  export PATH="$PWD/target/pytools/bin:$PATH"
+fi
+
 echo "== cargo test"
 log=$(mktemp)
 cargo test --locked --all-targets 2>&1 | tee "$log"

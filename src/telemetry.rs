@@ -59,6 +59,18 @@ pub const RECONCILE_CHECKS: &str = "voxgate_reconcile_checks_total";
 /// Calls reconcile stopped checking after too many consecutive errors.
 pub const RECONCILE_GAVE_UP: &str = "voxgate_reconcile_gave_up_total";
 
+// Recordings after the call (`recording::publish`, `upload`, `retention`).
+/// Recordings stored where their URL points and announced, by `target` (`local`, `file`,
+/// `s3`, `gcs`).
+pub const RECORDINGS_PUBLISHED: &str = "voxgate_recordings_published_total";
+/// Failed recording uploads scheduled for another try, by `target`.
+pub const RECORDING_UPLOAD_RETRIES: &str = "voxgate_recording_upload_retries_total";
+/// Recordings that hit a failure, by `stage`: `encode` (kept and uploaded as WAV),
+/// `upload` (gave up; the local file is kept), `announce` (the control plane refused).
+pub const RECORDING_PUBLISH_FAILURES: &str = "voxgate_recording_publish_failures_total";
+/// Local recordings the retention sweep handled, by `outcome` (`deleted`, `failed`).
+pub const RECORDINGS_SWEPT: &str = "voxgate_recordings_swept_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -148,6 +160,22 @@ fn describe() {
     describe_counter!(
         RECONCILE_GAVE_UP,
         "Calls reconcile gave up on after consecutive errors."
+    );
+    describe_counter!(
+        RECORDINGS_PUBLISHED,
+        "Recordings stored and announced, by target."
+    );
+    describe_counter!(
+        RECORDING_UPLOAD_RETRIES,
+        "Failed recording uploads scheduled for another try, by target."
+    );
+    describe_counter!(
+        RECORDING_PUBLISH_FAILURES,
+        "Recordings that hit a failure, by stage."
+    );
+    describe_counter!(
+        RECORDINGS_SWEPT,
+        "Local recordings handled by the retention sweep, by outcome."
     );
 }
 

@@ -142,6 +142,19 @@ pub fn failed(cause: String) -> Update {
     })
 }
 
+/// The call's recording is stored at `url`: `recording_url` is set and
+/// `call.recording_ready` reported. Not a state change, so it applies after the call
+/// ended too; the same URL again changes nothing and reports nothing.
+pub fn recording_ready(url: String) -> Update {
+    Box::new(move |call: &mut CallRecord| {
+        if call.recording_url.as_deref() == Some(url.as_str()) {
+            return Ok(Vec::new());
+        }
+        call.recording_url = Some(url);
+        Ok(vec![EventType::RecordingReady])
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,6 +266,26 @@ mod tests {
         };
         assert_eq!(run(&mut c, observe(cdr, 5)).unwrap(), []);
         assert_eq!(c.duration_secs, Some(4));
+    }
+
+    #[test]
+    fn a_recording_is_announced_after_the_end_and_once_per_url() {
+        let mut c = call();
+        run(&mut c, observe(status("completed", Some(42)), 5)).unwrap();
+        let url = "s3://rec/c1.wav".to_owned();
+        assert_eq!(
+            run(&mut c, recording_ready(url.clone())).unwrap(),
+            [EventType::RecordingReady]
+        );
+        assert_eq!(
+            (c.state, c.recording_url.as_deref()),
+            (CallState::Completed, Some("s3://rec/c1.wav"))
+        );
+        assert_eq!(
+            run(&mut c, recording_ready(url)).unwrap(),
+            [],
+            "a re-announced URL"
+        );
     }
 
     #[test]

@@ -310,6 +310,21 @@ impl ControlPlane {
         }
     }
 
+    /// The call's recording is stored at `url`: sets `recording_url` and reports
+    /// `call.recording_ready`, also after the call ended (it is not a state change). The
+    /// same URL again reports nothing. [`StoreError::NotFound`] for an unknown call.
+    pub async fn on_recording_ready(&self, call_id: &str, url: &str) -> Result<(), StoreError> {
+        let events = self
+            .store
+            .update_call(call_id, lifecycle::recording_ready(url.to_owned()))
+            .await?;
+        if !events.is_empty() {
+            info!(%call_id, %url, "recording ready");
+            (self.wake)();
+        }
+        Ok(())
+    }
+
     /// Hangs up (or cancels, before Plivo assigned a call uuid) through Plivo's REST API.
     pub async fn hang_up(&self, call_id: &str) -> Result<CallRecord, HangupError> {
         let plivo = self.plivo.clone().ok_or(HangupError::NoPlivo)?;

@@ -21,3 +21,10 @@ pub struct FinishedRecording {
     /// Samples per second per channel (8,000 or 16,000).
     pub sample_rate: u32,
 }
+
+pub mod encode;
+pub mod publish;
+pub mod publish_config;
+pub mod retention;
+pub mod target;
+pub mod upload;

@@ -5,6 +5,8 @@
 //! This module must never block or delay the audio path: frames reach the writer through
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
+pub mod timeline;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

@@ -6,6 +6,7 @@
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
 pub mod timeline;
+pub mod wav;
 
 use std::path::PathBuf;
 use std::time::Duration;

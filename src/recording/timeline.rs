@@ -97,8 +97,7 @@ impl Timeline {
             self.stats.caller_late += 1;
             return;
         }
-        if end > MAX_POSITION || start > self.caller_end.max(self.written) + MAX_JUMP_MS * PER_MS
-        {
+        if end > MAX_POSITION || start > self.caller_end.max(self.written) + MAX_JUMP_MS * PER_MS {
             self.stats.caller_refused += 1;
             return;
         }

@@ -259,7 +259,9 @@ pub fn plan_repair(header: &[u8], file_len: u64) -> Result<RepairPlan, &'static 
     let mut at = 12usize;
     let mut format: Option<(u16, u32)> = None;
     loop {
-        let id = header.get(at..at + 4).ok_or("no data chunk in the header")?;
+        let id = header
+            .get(at..at + 4)
+            .ok_or("no data chunk in the header")?;
         let size = u32_at(at + 4).ok_or("truncated chunk header")?;
         let body = at + 8;
         if id == b"data" {

@@ -34,7 +34,10 @@ fn blocks_become_an_interleaved_stereo_wav_renamed_at_finalize() {
     assert!(!part.exists());
     assert_eq!(duration, Duration::from_secs(2));
     let (spec, samples) = read(&path);
-    assert_eq!((spec.channels, spec.sample_rate, spec.bits_per_sample), (2, 8_000, 16));
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (2, 8_000, 16)
+    );
     assert_eq!(samples.len(), 100 * BLOCK * 2);
     let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
     let right: Vec<i16> = samples.iter().skip(1).step_by(2).copied().collect();
@@ -63,7 +66,11 @@ fn a_file_cut_off_by_a_crash_is_readable_and_repair_recovers_what_reached_disk()
     assert_eq!(rate, 8_000);
     assert_eq!(path, dir.join("call-2.wav"));
     let frames = hound::WavReader::open(&path).unwrap().duration();
-    assert_eq!(u64::from(frames) * 4, on_disk - 44, "every whole frame on disk kept");
+    assert_eq!(
+        u64::from(frames) * 4,
+        on_disk - 44,
+        "every whole frame on disk kept"
+    );
     assert!(frames >= as_left);
     assert!(duration >= Duration::from_millis(2_500) && duration <= Duration::from_secs(3));
 }
@@ -118,8 +125,15 @@ fn sixteen_khz_recordings_keep_both_channels_aligned() {
     // 1 s at 16 kHz plus the converter's delay (2.63 ms = 42 samples).
     assert!((16_000..16_000 + 60).contains(&onset), "onset at {onset}");
     let left: Vec<i16> = samples.iter().step_by(2).copied().collect();
-    let peak = left[8_000..].iter().map(|s| s.unsigned_abs()).max().unwrap();
-    assert!((7_000..9_000).contains(&peak), "tone kept its level: {peak}");
+    let peak = left[8_000..]
+        .iter()
+        .map(|s| s.unsigned_abs())
+        .max()
+        .unwrap();
+    assert!(
+        (7_000..9_000).contains(&peak),
+        "tone kept its level: {peak}"
+    );
 }
 
 proptest! {

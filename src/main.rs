@@ -108,7 +108,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .context("starting the control plane")?;
     let state = Arc::new(
         AppState::new(config)
-            .context("starting the DSP pipeline")?
+            .context("starting the DSP pipeline and the recording writer")?
             .with_control(control.plane, control.deliverer),
     );
     tracing::info!(

@@ -116,6 +116,8 @@ fn echo_round_trip(c: &mut Criterion) {
         .into_iter()
         .collect();
     let mut config = Config::load(None, &env, CliOverrides::default()).unwrap();
+    // VOXGATE_BENCH_RECORDING=off measures the same path without recording (before/after).
+    config.recording.enabled = std::env::var("VOXGATE_BENCH_RECORDING").as_deref() != Ok("off");
     config.recording.dir =
         std::env::temp_dir().join(format!("voxgate-bench-{}", std::process::id()));
     let (base, shutdown) = rt.block_on(async {

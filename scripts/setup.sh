@@ -12,6 +12,8 @@ if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
   command -v python3 >/dev/null 2>&1 || need_apt+=(python3)
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
+  # tests/recording.rs checks recordings with an independent reader (soxi).
+  command -v soxi >/dev/null 2>&1 || need_apt+=(sox)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -115,7 +115,11 @@ fn echo_round_trip(c: &mut Criterion) {
     let env = [("VOXGATE_MAX_CALLS".to_owned(), "10".to_owned())]
         .into_iter()
         .collect();
-    let config = Config::load(None, &env, CliOverrides::default()).unwrap();
+    let mut config = Config::load(None, &env, CliOverrides::default()).unwrap();
+    // VOXGATE_BENCH_RECORDING=off measures the same path without recording (before/after).
+    config.recording.enabled = std::env::var("VOXGATE_BENCH_RECORDING").as_deref() != Ok("off");
+    config.recording.dir =
+        std::env::temp_dir().join(format!("voxgate-bench-{}", std::process::id()));
     let (base, shutdown) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());

@@ -16,6 +16,8 @@ if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || need_apt+=(python3-venv)
   # tests/recording_upload.rs checks Ogg Opus recordings with an independent decoder.
   command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
+  # tests/recording.rs checks recordings with an independent reader (soxi).
+  command -v soxi >/dev/null 2>&1 || need_apt+=(sox)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

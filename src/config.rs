@@ -65,6 +65,30 @@ pub struct RawConfig {
     /// The control plane: API, call lifecycle, delivery.
     #[serde(default)]
     pub control: RawControl,
+    /// Call recording.
+    #[serde(default)]
+    pub recording: RawRecording,
+}
+
+/// `[recording]` in the file.
+#[derive(Debug, Default, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRecording {
+    /// Record calls (default on); a call opts out with `record=false` on its answer URL.
+    pub enabled: Option<bool>,
+    /// Folder for recordings (default `{data_dir}/recordings`).
+    pub dir: Option<PathBuf>,
+    /// Samples per second per channel: 8000 or 16000.
+    pub sample_rate: Option<u32>,
+    /// What is published: `wav` or `opus` (Ogg/Opus).
+    pub format: Option<String>,
+    /// Where recordings are uploaded: `file:///abs/path`, `s3://bucket/prefix` or
+    /// `gs://bucket/prefix`; none keeps them in `dir`.
+    pub upload_url: Option<String>,
+    /// Days the local copy is kept after upload; none keeps it.
+    pub keep_local_days: Option<u32>,
+    /// Upload attempts after the first fails.
+    pub upload_retries: Option<u32>,
 }
 
 /// `[control]` in the file.
@@ -189,6 +213,141 @@ pub struct Config {
     pub session: SessionConfig,
     /// The control plane.
     pub control: ControlConfig,
+    /// Call recording.
+    pub recording: RecordingConfig,
+}
+
+/// Recording settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordingConfig {
+    /// Record calls unless a call opts out.
+    pub enabled: bool,
+    /// Folder recordings are written to.
+    pub dir: PathBuf,
+    /// Samples per second per channel.
+    pub sample_rate: RecordingRate,
+    /// What is published.
+    pub format: RecordingFormat,
+    /// Where recordings are uploaded; `None` keeps them in `dir`.
+    pub upload_url: Option<UploadUrl>,
+    /// Days the local copy is kept after upload; `None` keeps it.
+    pub keep_local_days: Option<u32>,
+    /// Upload attempts after the first fails.
+    pub upload_retries: u32,
+}
+
+/// A recording's sample rate per channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordingRate {
+    /// 8 kHz: the call's own rate.
+    #[default]
+    Hz8000,
+    /// 16 kHz: both channels upsampled.
+    Hz16000,
+}
+
+impl RecordingRate {
+    /// Samples per second.
+    pub const fn hz(self) -> u32 {
+        match self {
+            Self::Hz8000 => 8_000,
+            Self::Hz16000 => 16_000,
+        }
+    }
+}
+
+/// The published recording's format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RecordingFormat {
+    /// The stereo WAV as written.
+    #[default]
+    Wav,
+    /// Encoded to Ogg/Opus.
+    Opus,
+}
+
+impl RecordingFormat {
+    /// The name in the config file.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Wav => "wav",
+            Self::Opus => "opus",
+        }
+    }
+}
+
+/// Where recordings are uploaded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UploadUrl {
+    /// A local (or mounted) folder: `file:///abs/path`.
+    File(PathBuf),
+    /// Amazon S3 (or compatible): `s3://bucket/prefix`.
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix, without leading or trailing `/` (may be empty).
+        prefix: String,
+    },
+    /// Google Cloud Storage: `gs://bucket/prefix`.
+    Gcs {
+        /// Bucket name.
+        bucket: String,
+        /// Object prefix, without leading or trailing `/` (may be empty).
+        prefix: String,
+    },
+}
+
+impl std::fmt::Display for UploadUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, bucket, prefix) = match self {
+            Self::File(path) => return write!(f, "file://{}", path.display()),
+            Self::S3 { bucket, prefix } => ("s3", bucket, prefix),
+            Self::Gcs { bucket, prefix } => ("gs", bucket, prefix),
+        };
+        if prefix.is_empty() {
+            write!(f, "{scheme}://{bucket}")
+        } else {
+            write!(f, "{scheme}://{bucket}/{prefix}")
+        }
+    }
+}
+
+impl UploadUrl {
+    /// Parses `file:///abs/path`, `s3://bucket/prefix` or `gs://bucket/prefix`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if let Some(path) = text.strip_prefix("file://") {
+            if !path.starts_with('/') {
+                return Err(format!("{text:?} needs an absolute path: file:///abs/path"));
+            }
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        let (scheme, rest) = text
+            .split_once("://")
+            .ok_or_else(|| format!("{text:?} must be file://, s3:// or gs://"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        let valid_bucket = !bucket.is_empty()
+            && bucket.len() <= 222
+            && bucket
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
+        if !valid_bucket {
+            return Err(format!(
+                "{text:?}: {bucket:?} is not a bucket name (lowercase letters, digits, - . _)"
+            ));
+        }
+        let prefix = prefix.trim_matches('/');
+        if prefix.chars().any(|c| c.is_control() || c == '\\') || prefix.contains("//") {
+            return Err(format!(
+                "{text:?}: the prefix has an empty segment or a control character"
+            ));
+        }
+        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
+        match scheme {
+            "s3" => Ok(Self::S3 { bucket, prefix }),
+            "gs" => Ok(Self::Gcs { bucket, prefix }),
+            _ => Err(format!("{text:?} must be file://, s3:// or gs://")),
+        }
+    }
 }
 
 /// The control plane's settings.
@@ -469,6 +628,44 @@ impl RawConfig {
         )?
         .or(control.min_answered_secs);
 
+        let recording = &mut self.recording;
+        if let Some(v) = get("VOXGATE_RECORDING_ENABLED") {
+            recording.enabled = Some(match v.to_ascii_lowercase().as_str() {
+                "1" | "true" | "yes" | "on" => true,
+                "0" | "false" | "no" | "off" => false,
+                _ => {
+                    return Err(invalid(
+                        "VOXGATE_RECORDING_ENABLED",
+                        format!("{v:?} is not true or false"),
+                    ));
+                }
+            });
+        }
+        if let Some(v) = get("VOXGATE_RECORDING_DIR") {
+            recording.dir = Some(v.into());
+        }
+        recording.sample_rate = number(
+            "VOXGATE_RECORDING_SAMPLE_RATE",
+            get("VOXGATE_RECORDING_SAMPLE_RATE"),
+        )?
+        .or(recording.sample_rate);
+        if let Some(v) = get("VOXGATE_RECORDING_FORMAT") {
+            recording.format = Some(v);
+        }
+        if let Some(v) = get("VOXGATE_RECORDING_UPLOAD_URL") {
+            recording.upload_url = Some(v);
+        }
+        recording.keep_local_days = number(
+            "VOXGATE_RECORDING_KEEP_LOCAL_DAYS",
+            get("VOXGATE_RECORDING_KEEP_LOCAL_DAYS"),
+        )?
+        .or(recording.keep_local_days);
+        recording.upload_retries = number(
+            "VOXGATE_RECORDING_UPLOAD_RETRIES",
+            get("VOXGATE_RECORDING_UPLOAD_RETRIES"),
+        )?
+        .or(recording.upload_retries);
+
         self.listen = cli.listen.or(self.listen);
         self.public_url = cli.public_url.or(self.public_url);
         self.data_dir = cli.data_dir.or(self.data_dir);
@@ -645,6 +842,7 @@ impl RawConfig {
             },
         };
         let control = validate_control(self.control)?;
+        let recording = validate_recording(self.recording, &data_dir)?;
         Ok(Config {
             listen,
             public_url,
@@ -653,8 +851,73 @@ impl RawConfig {
             plivo,
             session,
             control,
+            recording,
         })
     }
+}
+
+fn validate_recording(
+    raw: RawRecording,
+    data_dir: &std::path::Path,
+) -> Result<RecordingConfig, ConfigError> {
+    let dir = match raw.dir {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            return Err(invalid("recording.dir", "must not be empty"));
+        }
+        Some(dir) => dir,
+        None => data_dir.join("recordings"),
+    };
+    let sample_rate = match raw.sample_rate {
+        None | Some(8_000) => RecordingRate::Hz8000,
+        Some(16_000) => RecordingRate::Hz16000,
+        Some(other) => {
+            return Err(invalid(
+                "recording.sample_rate",
+                format!("{other} is not 8000 or 16000"),
+            ));
+        }
+    };
+    let format = match raw
+        .format
+        .as_deref()
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
+        None | Some("wav") => RecordingFormat::Wav,
+        Some("opus") => RecordingFormat::Opus,
+        Some(other) => {
+            return Err(invalid(
+                "recording.format",
+                format!("{other:?} is not \"wav\" or \"opus\""),
+            ));
+        }
+    };
+    let upload_url = match raw.upload_url.filter(|u| !u.is_empty()) {
+        None => None,
+        Some(url) => Some(UploadUrl::parse(&url).map_err(|e| invalid("recording.upload_url", e))?),
+    };
+    let upload_retries = match raw.upload_retries {
+        Some(n) if n > 100 => {
+            return Err(invalid("recording.upload_retries", "must be at most 100"));
+        }
+        Some(n) => n,
+        None => 5,
+    };
+    if raw.keep_local_days == Some(0) && upload_url.is_none() {
+        return Err(invalid(
+            "recording.keep_local_days",
+            "0 with no upload_url would delete every recording",
+        ));
+    }
+    Ok(RecordingConfig {
+        enabled: raw.enabled.unwrap_or(true),
+        dir,
+        sample_rate,
+        format,
+        upload_url,
+        keep_local_days: raw.keep_local_days,
+        upload_retries,
+    })
 }
 
 fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
@@ -847,6 +1110,15 @@ impl Config {
                 delivery_max_age_secs: Some(c.delivery_max_age.as_secs()),
                 delivery_retry_cap_secs: Some(c.delivery_retry_cap.as_secs()),
             },
+            recording: RawRecording {
+                enabled: Some(self.recording.enabled),
+                dir: Some(self.recording.dir.clone()),
+                sample_rate: Some(self.recording.sample_rate.hz()),
+                format: Some(self.recording.format.as_str().to_owned()),
+                upload_url: self.recording.upload_url.as_ref().map(ToString::to_string),
+                keep_local_days: self.recording.keep_local_days,
+                upload_retries: Some(self.recording.upload_retries),
+            },
         };
         toml::to_string(&raw).unwrap_or_default()
     }
@@ -1024,6 +1296,110 @@ mod tests {
             let err = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap_err();
             assert!(err.to_string().starts_with(key), "{file}: {err}");
         }
+    }
+
+    #[test]
+    fn recording_settings_have_defaults_and_are_checked() {
+        let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+        let r = &config.recording;
+        assert!(r.enabled);
+        assert_eq!(r.dir, PathBuf::from("./data").join("recordings"));
+        assert_eq!(r.sample_rate, RecordingRate::Hz8000);
+        assert_eq!(r.format, RecordingFormat::Wav);
+        assert_eq!(
+            (r.upload_url.clone(), r.keep_local_days, r.upload_retries),
+            (None, None, 5)
+        );
+
+        let vars = env(&[
+            ("VOXGATE_DATA_DIR", "/srv/vox"),
+            ("VOXGATE_RECORDING_ENABLED", "false"),
+            ("VOXGATE_RECORDING_SAMPLE_RATE", "16000"),
+            ("VOXGATE_RECORDING_FORMAT", "opus"),
+            (
+                "VOXGATE_RECORDING_UPLOAD_URL",
+                "s3://calls-bucket/rec/2024/",
+            ),
+            ("VOXGATE_RECORDING_KEEP_LOCAL_DAYS", "7"),
+            ("VOXGATE_RECORDING_UPLOAD_RETRIES", "2"),
+        ]);
+        let config = Config::load(None, &vars, CliOverrides::default()).unwrap();
+        let r = &config.recording;
+        assert!(!r.enabled);
+        assert_eq!(r.dir, PathBuf::from("/srv/vox/recordings"));
+        assert_eq!(r.sample_rate.hz(), 16_000);
+        assert_eq!(r.format, RecordingFormat::Opus);
+        assert_eq!(
+            r.upload_url,
+            Some(UploadUrl::S3 {
+                bucket: "calls-bucket".into(),
+                prefix: "rec/2024".into()
+            })
+        );
+        assert_eq!((r.keep_local_days, r.upload_retries), (Some(7), 2));
+
+        let file = "[recording]\ndir = \"/var/rec\"\nupload_url = \"file:///mnt/rec\"\n";
+        let config = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap();
+        assert_eq!(config.recording.dir, PathBuf::from("/var/rec"));
+        assert_eq!(
+            config.recording.upload_url,
+            Some(UploadUrl::File("/mnt/rec".into()))
+        );
+        assert_eq!(
+            UploadUrl::parse("gs://b/p").unwrap(),
+            UploadUrl::Gcs {
+                bucket: "b".into(),
+                prefix: "p".into()
+            }
+        );
+
+        for (file, key) in [
+            (
+                "[recording]\nsample_rate = 44100\n",
+                "recording.sample_rate",
+            ),
+            ("[recording]\nformat = \"mp3\"\n", "recording.format"),
+            (
+                "[recording]\nupload_url = \"http://x/y\"\n",
+                "recording.upload_url",
+            ),
+            (
+                "[recording]\nupload_url = \"file://rel/path\"\n",
+                "recording.upload_url",
+            ),
+            (
+                "[recording]\nupload_url = \"s3://\"\n",
+                "recording.upload_url",
+            ),
+            (
+                "[recording]\nupload_url = \"s3://Bad_Bucket!\"\n",
+                "recording.upload_url",
+            ),
+            (
+                "[recording]\nupload_retries = 1000\n",
+                "recording.upload_retries",
+            ),
+            (
+                "[recording]\nkeep_local_days = 0\n",
+                "recording.keep_local_days",
+            ),
+        ] {
+            match Config::load(Some(file), &env(&[]), CliOverrides::default()) {
+                Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{file}"),
+                other => panic!("{file}: expected an error naming {key}, got {other:?}"),
+            }
+        }
+        let bad = env(&[("VOXGATE_RECORDING_ENABLED", "maybe")]);
+        assert!(Config::load(None, &bad, CliOverrides::default()).is_err());
+        assert!(
+            Config::load(
+                Some("[recording]\nbogus = 1\n"),
+                &env(&[]),
+                CliOverrides::default()
+            )
+            .is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -106,10 +106,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control = ControlService::start(&config, shutdown.child_token())
         .await
         .context("starting the control plane")?;
+    // Finished recordings are encoded, uploaded and announced by the publisher; the
+    // retention sweep deletes published local copies past `keep_local_days`.
+    let publish =
+        voxgate::recording::publish_config::PublishConfig::from_recording(&config.recording);
+    let publisher = Arc::new(
+        voxgate::recording::publish::Publisher::new(&publish, control.plane.clone())
+            .context("setting up recording upload")?,
+    );
+    let retention = voxgate::recording::retention::spawn_for(&publish, shutdown.child_token());
     let state = Arc::new(
         AppState::new(config)
-            .context("starting the DSP pipeline")?
-            .with_control(control.plane, control.deliverer),
+            .context("starting the DSP pipeline and the recording writer")?
+            .with_control(control.plane, control.deliverer)
+            .on_recording_finished(publisher.handoff().context("recording publisher")?),
     );
     tracing::info!(
         listen = %listener.local_addr()?,
@@ -118,6 +128,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     );
     tokio::spawn(stop_on_signal(shutdown.clone()));
     http::run(listener, state, shutdown).await?;
+    // Recordings of the calls that just ended are uploaded and announced before delivery
+    // stops (bounded: a stuck upload must not hold the exit forever).
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), publisher.drain()).await;
+    drop(retention);
     // Delivery stops with the shutdown token; let the batch in flight finish.
     let _ = tokio::time::timeout(std::time::Duration::from_secs(15), control.task).await;
     tracing::info!("voxgate stopped");

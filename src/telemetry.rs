@@ -71,6 +71,19 @@ pub const RECORDING_PUBLISH_FAILURES: &str = "voxgate_recording_publish_failures
 /// Local recordings the retention sweep handled, by `outcome` (`deleted`, `failed`).
 pub const RECORDINGS_SWEPT: &str = "voxgate_recordings_swept_total";
 
+// Recording (`recording`): the stereo WAV writer.
+/// Recordings being written.
+pub const RECORDINGS_ACTIVE: &str = "voxgate_recordings_active";
+/// Recordings ended, by `outcome` (`finished`, `failed`, `empty`).
+pub const RECORDINGS: &str = "voxgate_recordings_total";
+/// Bytes of audio written to recordings.
+pub const RECORDING_BYTES: &str = "voxgate_recording_bytes_total";
+/// Audio the recording timeline refused or cut, by `reason` (`caller_late`,
+/// `caller_refused`, `agent_overflow` in frames; `agent_cut` in 20 ms of audio).
+pub const RECORDING_REFUSED: &str = "voxgate_recording_refused_total";
+/// Recordings left by a crash found at start-up, by `outcome` (`repaired`, `failed`).
+pub const RECORDING_REPAIRS: &str = "voxgate_recording_repairs_total";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -155,6 +168,17 @@ fn describe() {
     describe_histogram!(
         DELIVERY_LATENCY,
         "Event occurred to acknowledged by the sink, by sink."
+    );
+    describe_gauge!(RECORDINGS_ACTIVE, "Recordings being written.");
+    describe_counter!(RECORDINGS, "Recordings ended, by outcome.");
+    describe_counter!(RECORDING_BYTES, "Bytes of audio written to recordings.");
+    describe_counter!(
+        RECORDING_REFUSED,
+        "Audio the recording timeline refused or cut, by reason."
+    );
+    describe_counter!(
+        RECORDING_REPAIRS,
+        "Recordings left by a crash found at start-up, by outcome."
     );
     describe_counter!(RECONCILE_CHECKS, "Reconcile checks, by outcome.");
     describe_counter!(

@@ -38,6 +38,8 @@ pub struct NewCall {
     pub agent: Option<String>,
     /// Free-form data kept with the call.
     pub metadata: Value,
+    /// `Some(false)` opts the call out of recording (`record=false` on its answer URL).
+    pub record: Option<bool>,
 }
 
 /// Why a call was not placed.
@@ -168,11 +170,17 @@ impl ControlPlane {
         (self.wake)();
 
         let with_id = |path: &str| {
-            let mut url = format!("{public_base}{path}?call_id=");
+            let separator = if path.contains('?') { '&' } else { '?' };
+            let mut url = format!("{public_base}{path}{separator}call_id=");
             url.extend(form_urlencoded::byte_serialize(call_id.as_bytes()));
             url
         };
-        let mut request = MakeCall::new(from, to, with_id("/plivo/answer"));
+        let answer_path = if new.record == Some(false) {
+            "/plivo/answer?record=false"
+        } else {
+            "/plivo/answer"
+        };
+        let mut request = MakeCall::new(from, to, with_id(answer_path));
         request.answer_method = Some(CallbackMethod::Post);
         request.hangup_url = Some(with_id("/plivo/hangup"));
         request.hangup_method = Some(CallbackMethod::Post);

@@ -343,6 +343,8 @@ pub struct CreateCall {
     /// Free-form JSON, kept with the call and returned as given.
     #[serde(default)]
     metadata: Value,
+    /// `false` opts this call out of recording (default: recorded when recording is on).
+    record: Option<bool>,
 }
 
 /// `201` to `POST /v1/calls`: Plivo accepted the call.
@@ -389,6 +391,7 @@ async fn create_call(
         flow_name: body.flow_name,
         agent: body.agent,
         metadata: body.metadata,
+        record: body.record,
     };
     match control.place_call(new, &base).await {
         Ok(call) => Ok((

@@ -12,6 +12,7 @@ mod ops;
 mod plivo;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::routing::{get, post};
@@ -24,6 +25,7 @@ use crate::audio::pipeline::Pipeline;
 use crate::config::Config;
 use crate::control::deliver::Deliverer;
 use crate::control::plane::ControlPlane;
+use crate::recording::writer::{Recorder, RecordingFinished};
 use crate::session::Sessions;
 use crate::session::socket::{SessionDeps, StreamStarted};
 use crate::telephony::plivo::signature::Verifier;
@@ -51,13 +53,31 @@ pub struct AppState {
     pub agent: AgentKind,
     /// The control plane (`/v1`, call lifecycle), once attached.
     pub control: Option<Arc<ControlPlane>>,
+    /// Records calls (the writer thread); `None` when `recording.enabled` is off.
+    pub recorder: Option<Arc<Recorder>>,
     deliverer: Option<Deliverer>,
 }
 
+/// Why the server state could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// The DSP pipeline did not start.
+    #[error(transparent)]
+    Pipeline(#[from] crate::audio::pipeline::PipelineError),
+    /// The recording writer did not start.
+    #[error(transparent)]
+    Recorder(#[from] crate::recording::writer::RecorderError),
+}
+
 impl AppState {
-    /// Builds the state: starts the DSP pipeline and the metrics recorder.
-    pub fn new(config: Config) -> Result<Self, crate::audio::pipeline::PipelineError> {
+    /// Builds the state: starts the DSP pipeline, the recording writer and the metrics
+    /// recorder.
+    pub fn new(config: Config) -> Result<Self, StateError> {
         let pipeline = Arc::new(Pipeline::start(config.pipeline)?);
+        let recorder = match config.recording.enabled {
+            true => Some(Arc::new(Recorder::start(&config.recording)?)),
+            false => None,
+        };
         let sessions = Arc::new(Sessions::new(config.session));
         let verifier = config
             .plivo
@@ -77,8 +97,19 @@ impl AppState {
             callbacks: CallbackLog::default(),
             agent: AgentKind::default(),
             control: None,
+            recorder,
             deliverer: None,
         })
+    }
+
+    /// Sets who gets each finished recording (the publisher: encode, upload, announce).
+    /// Without it, finished recordings stay in `recording.dir`. Runs on the writer thread:
+    /// it must not block.
+    pub fn on_recording_finished(self, handoff: RecordingFinished) -> Self {
+        if let Some(recorder) = &self.recorder {
+            recorder.set_on_finished(handoff);
+        }
+        self
     }
 
     /// Attaches a running control plane: `/v1` answers and call lifecycles are recorded.
@@ -117,6 +148,7 @@ impl AppState {
             config: self.config.session,
             agent: self.agent,
             on_stream_started,
+            recorder: self.recorder.clone(),
         }
     }
 }
@@ -153,6 +185,10 @@ pub async fn run(
                 .into_future(),
         )
     };
+    if let Some(recorder) = &state.recorder {
+        // Recordings a crash left behind: repaired and handed off like finished ones.
+        recorder.recover_left_behind();
+    }
     tokio::select! {
         _ = shutdown.cancelled() => {}
         result = &mut server => return flatten(result),
@@ -167,6 +203,11 @@ pub async fn run(
         tracing::warn!(forced, "drain timeout: closed the calls still live");
         metrics::counter!(crate::telemetry::STREAMS_ENDED, "reason" => "forced_at_shutdown")
             .increment(forced as u64);
+    }
+    if let Some(recorder) = state.recorder.clone() {
+        // Sessions have ended: let the writer finish their files before the process exits.
+        let _ =
+            tokio::task::spawn_blocking(move || recorder.shutdown(Duration::from_secs(10))).await;
     }
     stop_listening.cancel();
     flatten(server.await)

@@ -171,7 +171,14 @@ pub(super) async fn answer(
             warn!(%call_id, %error, "could not record the answer");
         }
     }
-    let stream_url = answer::stream_url(&base, "/plivo/stream", &call_id);
+    // `?record=false` on the answer URL opts the call out of recording; the stream URL
+    // carries it to the media session.
+    let stream_path = if opted_out_of_recording(&query) {
+        "/plivo/stream?record=false"
+    } else {
+        "/plivo/stream"
+    };
+    let stream_url = answer::stream_url(&base, stream_path, &call_id);
     let status_url = {
         let mut url = format!("{base}/plivo/stream-status?call_id=");
         url.extend(form_urlencoded::byte_serialize(call_id.as_bytes()));
@@ -220,7 +227,10 @@ pub(super) async fn stream(
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
         }
     };
-    let deps = state.session_deps();
+    let mut deps = state.session_deps();
+    if opted_out_of_recording(&query) {
+        deps.recorder = None;
+    }
     let sessions = Arc::clone(&state.sessions);
     upgrade
         .max_message_size(TRANSPORT_MAX_MESSAGE)
@@ -240,6 +250,17 @@ pub(super) async fn stream(
             });
             sessions.spawn(socket::run(incoming, Box::pin(sink), attachment, deps));
         })
+}
+
+/// True when the query says `record=false` (or `0`, `no`, `off`).
+fn opted_out_of_recording(query: &[(String, String)]) -> bool {
+    query.iter().any(|(k, v)| {
+        k == "record"
+            && matches!(
+                v.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            )
+    })
 }
 
 /// A Plivo callback that passed its signature check.

@@ -21,6 +21,8 @@ async fn server(env: &[(&str, &str)]) -> Server {
         .collect();
     let mut config = Config::load(None, &env, CliOverrides::default()).unwrap();
     config.pipeline.workers = 1;
+    config.recording.dir =
+        std::env::temp_dir().join(format!("voxgate-http-tests-{}", std::process::id()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let state = Arc::new(AppState::new(config).unwrap());

@@ -5,6 +5,11 @@
 //! This module must never block or delay the audio path: frames reach the writer through
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
+pub mod clock;
+pub mod timeline;
+pub mod wav;
+pub mod writer;
+
 use std::path::PathBuf;
 use std::time::Duration;
 

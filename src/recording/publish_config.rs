@@ -159,6 +159,23 @@ impl PublishConfig {
     }
 }
 
+impl PublishConfig {
+    /// The publish settings of the `[recording]` section; the rest keep their defaults.
+    pub fn from_recording(recording: &crate::config::RecordingConfig) -> Self {
+        Self {
+            dir: recording.dir.clone(),
+            format: match recording.format {
+                crate::config::RecordingFormat::Wav => RecordingFormat::Wav,
+                crate::config::RecordingFormat::Opus => RecordingFormat::Opus,
+            },
+            upload_url: recording.upload_url.as_ref().map(ToString::to_string),
+            keep_local_days: recording.keep_local_days,
+            upload_retries: recording.upload_retries,
+            ..Self::default()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

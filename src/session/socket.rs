@@ -31,6 +31,8 @@ use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
 use crate::audio::resample::{Rate, Resampler};
 use crate::audio::vad::VadEvent;
 use crate::config::SessionConfig;
+use crate::recording::clock::MediaClock;
+use crate::recording::writer::{CallRecording, Recorder};
 use crate::telemetry::{self, bad_message};
 use crate::telephony::plivo::stream::{
     Inbound, MAX_MESSAGE_BYTES, Media, MediaFormat, Outbound, PlayMedia, Start, decode_payload,
@@ -71,6 +73,8 @@ pub struct SessionDeps {
     pub agent: AgentKind,
     /// Told when a stream starts (the control plane records `call.media_started`).
     pub on_stream_started: Option<StreamStarted>,
+    /// Records the call (stereo WAV); `None` when recording is off or the call opted out.
+    pub recorder: Option<Arc<Recorder>>,
 }
 
 struct StreamInfo {
@@ -79,6 +83,10 @@ struct StreamInfo {
     call: CallHandle,
     /// 8 k → 16 k for agent audio on an L16 16 kHz stream.
     upsampler: Option<Resampler>,
+    /// The call's recording, if it is recorded.
+    recording: Option<CallRecording>,
+    /// Where the call is on the media timeline (places agent audio in the recording).
+    clock: MediaClock,
 }
 
 /// Counter handles taken once per session: incrementing them is one atomic add.
@@ -143,6 +151,7 @@ where
         let sessions = Arc::clone(&deps.sessions);
         let mut session = Session::new(attachment, deps, out);
         let reason = session.serve(incoming, &writer_failed).await;
+        session.settle_caller_audio().await;
         session.finish(reason);
         drop(session); // closes the outbound channel: the writer flushes and closes
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
@@ -232,7 +241,31 @@ impl Session {
         }
     }
 
+    /// At the end of the stream: lets the DSP worker finish the caller frames still queued
+    /// (at most 100 ms), then takes them, so the recording ends where the call did.
+    async fn settle_caller_audio(&mut self) {
+        let pending = |s: &Self| {
+            s.stream
+                .as_ref()
+                .filter(|stream| stream.recording.is_some())
+                .map(|stream| stream.call.input_depth())
+        };
+        if pending(self).is_none() {
+            return;
+        }
+        for _ in 0..20 {
+            if pending(self) == Some(0) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The worker may still be on the last frame it took.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        self.drain_caller_audio();
+    }
+
     fn finish(&mut self, reason: &'static str) {
+        // Dropping the stream drops its recording: the writer finishes the file.
         if self.stream.take().is_some() {
             gauge!(telemetry::ACTIVE_CALLS).decrement(1.0);
         }
@@ -321,16 +354,23 @@ impl Session {
             started(&self.attachment.call_id, &start.start.call_id);
         }
         self.last_media = Instant::now();
+        let recording = self
+            .deps
+            .recorder
+            .as_ref()
+            .map(|recorder| recorder.start_call(&self.attachment.call_id));
         self.stream = Some(StreamInfo {
             stream_id: start.start.stream_id.clone(),
             format,
             call,
             upsampler,
+            recording,
+            clock: MediaClock::new(),
         });
     }
 
     fn on_media(&mut self, media: &Media<'_>) {
-        let Some(stream) = &self.stream else {
+        let Some(stream) = self.stream.as_mut() else {
             bad_message("media_before_start");
             return;
         };
@@ -339,6 +379,8 @@ impl Session {
             return;
         }
         self.last_media = Instant::now();
+        stream.clock.observe(media.media.timestamp, self.last_media);
+        let stream = &*stream;
         let samples = match decode_payload(
             &media.media.payload,
             stream.format,
@@ -389,6 +431,9 @@ impl Session {
                 push(frame);
             }
         }
+        // Take the record tap's frames as they come, so a fast stream (the simulator's
+        // --speed) never overflows its queue between ticks.
+        self.drain_caller_audio();
     }
 
     fn on_events(&mut self, now: Instant) {
@@ -426,6 +471,9 @@ impl Session {
         self.send(&Outbound::ClearAudio {
             stream_id: stream.stream_id.as_str().into(),
         });
+        if let Some(recording) = &stream.recording {
+            recording.clear(stream.clock.now_ms(now));
+        }
         let cut = self.playout.clear(now);
         for turn in &cut {
             counter!(telemetry::TURNS, "heard" => "cleared").increment(1);
@@ -453,6 +501,9 @@ impl Session {
     fn drain_caller_audio(&mut self) {
         let Some(stream) = &self.stream else { return };
         while let Some(frame) = stream.call.pop_record() {
+            if let Some(recording) = &stream.recording {
+                recording.caller(frame.timestamp_ms, frame.samples());
+            }
             self.agent
                 .on_caller_audio(frame.timestamp_ms, frame.samples());
         }
@@ -477,6 +528,9 @@ impl Session {
             let message = match due {
                 playout::Send::Audio { samples, lead } => {
                     histogram!(telemetry::PLAYOUT_LEAD).record(lead.as_secs_f64());
+                    if let Some(recording) = &stream.recording {
+                        recording.agent(stream.clock.now_ms(now), samples);
+                    }
                     let samples = match stream.upsampler.as_mut() {
                         Some(up) => match up.process(samples, wide) {
                             Ok(n) => &wide[..n],

@@ -46,7 +46,11 @@ impl TestServer {
             );
             env.insert("VOXGATE_REDIS_PREFIX".into(), name);
         }
-        let config = Config::load(file, &env, CliOverrides::default()).expect("test config");
+        let mut config = Config::load(file, &env, CliOverrides::default()).expect("test config");
+        if !env.contains_key("VOXGATE_DATA_DIR") && !env.contains_key("VOXGATE_RECORDING_DIR") {
+            // Recordings of tests that do not look at them go to a scratch folder.
+            config.recording.dir = scratch_dir("recordings");
+        }
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
@@ -87,6 +91,16 @@ impl TestServer {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// A fresh, empty folder under the system's temp dir, unique to this process and call.
+pub fn scratch_dir(name: &str) -> std::path::PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("voxgate-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
 }
 
 type Ws =

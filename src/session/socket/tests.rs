@@ -43,6 +43,7 @@ fn deps(config: SessionConfig) -> SessionDeps {
         config,
         agent: AgentKind::Echo,
         on_stream_started: None,
+        recorder: None,
     }
 }
 

@@ -453,3 +453,65 @@ fn frame_offsets(heard: &[i16], recorded: &[i16], from: usize) -> Vec<Option<i64
     }
     offsets
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_call_placed_with_record_false_tells_plivo_an_answer_url_that_opts_out() {
+    use voxgate::sim::plivo_rest::FakePlivo;
+    const AUTH_ID: &str = "MAZDQ1ZDU2NDE4MTNHMQ";
+    const AUTH_TOKEN: &str = "plivo-auth-token";
+    let fake = FakePlivo::start(AUTH_ID, AUTH_TOKEN).await.unwrap();
+    let data = scratch_dir("optout-api");
+    let (api_url, data_dir) = (fake.base_url(), data.display().to_string());
+    let server = TestServer::start_with_control(
+        None,
+        &[
+            ("VOXGATE_API_TOKENS", "api-token"),
+            ("PLIVO_AUTH_ID", AUTH_ID),
+            ("PLIVO_AUTH_TOKEN", AUTH_TOKEN),
+            ("VOXGATE_PLIVO_API_URL", &api_url),
+            ("VOXGATE_DATA_DIR", &data_dir),
+        ],
+    )
+    .await;
+    let mut answers = Vec::new();
+    for (id, record) in [("rec-off-1", Some(false)), ("rec-on-1", None)] {
+        let mut body =
+            serde_json::json!({"call_id": id, "to": "+14155550100", "from": "+14155550199"});
+        if let Some(record) = record {
+            body["record"] = record.into();
+        }
+        let response = reqwest::Client::new()
+            .post(format!("{}/v1/calls", server.base))
+            .bearer_auth("api-token")
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 201);
+        let created: serde_json::Value = response.json().await.unwrap();
+        let uuid = created["plivo_request_uuid"].as_str().unwrap().to_owned();
+        let answer_url = fake
+            .call(&uuid)
+            .unwrap()
+            .param("answer_url")
+            .unwrap()
+            .to_owned();
+        let answer = fake.answer(&uuid).await.unwrap();
+        answers.push((answer_url, answer.body));
+    }
+    let (off_url, off_xml) = &answers[0];
+    assert!(
+        off_url.contains("/plivo/answer?record=false&call_id=rec-off-1"),
+        "{off_url}"
+    );
+    assert!(
+        off_xml.contains("/plivo/stream?record=false&amp;call_id=rec-off-1"),
+        "{off_xml}"
+    );
+    let (on_url, on_xml) = &answers[1];
+    assert!(
+        on_url.ends_with("/plivo/answer?call_id=rec-on-1"),
+        "{on_url}"
+    );
+    assert!(!on_xml.contains("record=false"), "{on_xml}");
+}

@@ -6,36 +6,14 @@ mod common;
 
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, correlation, utterance};
 use voxgate::session::journal::Event;
 use voxgate::sim::{
-    CallReport, CallerStep, EventKind, LoadConfig, SimConfig, SimError, load_ulaw, run_call,
-    run_load,
+    CallReport, CallerStep, EventKind, LoadConfig, SimConfig, SimError, run_call, run_load,
 };
 use voxgate::telephony::plivo::signature::{Method, sign_v3_headers};
 
 const TOKEN: &str = "integration-token";
-
-fn utterance(n: u8) -> Vec<i16> {
-    load_ulaw(format!(
-        "{}/fixtures/audio/utterance_{n}.ulaw",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
-
-/// Normalized cross-correlation of `a` against `b` shifted by `lag` samples.
-fn correlation(a: &[i16], b: &[i16], lag: usize) -> f64 {
-    let b = &b[lag..lag + a.len()];
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1.0)
-}
 
 /// The best correlation of `said` anywhere in `heard`, and where.
 fn best_match(said: &[i16], heard: &[i16]) -> (f64, usize) {

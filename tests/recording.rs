@@ -9,17 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, scratch_dir};
+use common::{TestServer, correlation, scratch_dir, utterance};
 use voxgate::audio::g711;
-use voxgate::sim::{CallReport, CallerStep, SimConfig, TurnEnd, load_ulaw, run_call};
-
-fn utterance(n: u8) -> Vec<i16> {
-    load_ulaw(format!(
-        "{}/fixtures/audio/utterance_{n}.ulaw",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap()
-}
+use voxgate::sim::{CallReport, CallerStep, SimConfig, TurnEnd, run_call};
 
 /// What the server decodes from what the caller said: µ-law encode, then decode.
 fn through_ulaw(samples: &[i16]) -> Vec<i16> {
@@ -62,19 +54,6 @@ fn soxi(option: &str, path: &Path) -> String {
         .expect("soxi (sox) must be installed: scripts/setup.sh installs it");
     assert!(out.status.success(), "soxi refused the file: {out:?}");
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
-}
-
-/// Normalized correlation of `a` with `b[at..]`.
-fn correlation(a: &[i16], b: &[i16], at: usize) -> f64 {
-    let b = &b[at..at + a.len()];
-    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
-    for (&x, &y) in a.iter().zip(b) {
-        let (x, y) = (f64::from(x), f64::from(y));
-        ab += x * y;
-        aa += x * x;
-        bb += y * y;
-    }
-    ab / (aa.sqrt() * bb.sqrt()).max(1.0)
 }
 
 /// Where `heard[from..to]` best matches in `recorded`, searched ±`window` samples around

@@ -211,22 +211,25 @@ impl CallRecording {
 
     /// A 20 ms caller frame (8 kHz) with its Plivo media timestamp.
     pub fn caller(&self, timestamp_ms: u64, samples: &[i16]) {
-        if let Ok(samples) = samples.try_into() {
-            self.push(Message::Caller {
+        match samples.try_into() {
+            Ok(samples) => self.push(Message::Caller {
                 timestamp_ms,
                 samples,
-            });
+            }),
+            // Not a 20 ms frame: counted as dropped, never silently lost.
+            Err(_) => self.dropped.increment(1),
         }
     }
 
     /// A 20 ms agent frame (8 kHz) sent to the phone when the call was at `now_ms` on the
     /// media timeline.
     pub fn agent(&self, now_ms: u64, samples: &[i16]) {
-        if let Ok(samples) = samples.try_into() {
-            self.push(Message::Agent {
+        match samples.try_into() {
+            Ok(samples) => self.push(Message::Agent {
                 at_ms: now_ms,
                 samples,
-            });
+            }),
+            Err(_) => self.dropped.increment(1),
         }
     }
 

@@ -226,3 +226,25 @@ pub fn speech_span(ulaw: &[u8]) -> &[u8] {
     let last = ulaw.iter().rposition(loud).unwrap_or(0);
     &ulaw[first..=last]
 }
+
+/// The committed test utterance `n` (8 kHz PCM16, decoded from its µ-law fixture).
+pub fn utterance(n: u8) -> Vec<i16> {
+    voxgate::sim::load_ulaw(format!(
+        "{}/fixtures/audio/utterance_{n}.ulaw",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap()
+}
+
+/// Normalized cross-correlation of `a` against `b` shifted by `lag` samples.
+pub fn correlation(a: &[i16], b: &[i16], lag: usize) -> f64 {
+    let b = &b[lag..lag + a.len()];
+    let (mut ab, mut aa, mut bb) = (0f64, 0f64, 0f64);
+    for (&x, &y) in a.iter().zip(b) {
+        let (x, y) = (f64::from(x), f64::from(y));
+        ab += x * y;
+        aa += x * x;
+        bb += y * y;
+    }
+    ab / (aa.sqrt() * bb.sqrt()).max(1.0)
+}

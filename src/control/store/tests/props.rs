@@ -582,14 +582,6 @@ proptest! {
     ) {
         run(ops, &sinks, Backend::Sqlite);
     }
-}
-
-proptest! {
-    #![proptest_config(ProptestConfig {
-        cases: 64,
-        failure_persistence: Some(Box::new(FileFailurePersistence::WithSource("regressions"))),
-        ..ProptestConfig::default()
-    })]
 
     #[test]
     fn redis_agrees_with_the_model_and_keeps_the_contract(

@@ -3,7 +3,8 @@
 //! The crate mirrors the flow of a call (see `DESIGN.md`): [`telephony`] speaks Plivo's
 //! protocol, [`audio`] holds the synchronous hot-path primitives (G.711, frames,
 //! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
-//! [`http`] serves Plivo's routes, [`session`] runs each call's media socket, and [`sim`]
+//! [`http`] serves Plivo's routes, [`server`] wires
+//! them into `voxgate serve`, [`session`] runs each call's media socket, and [`sim`]
 //! plays Plivo's side for tests, benches and load.
 
 #![forbid(unsafe_code)]
@@ -14,6 +15,7 @@ pub mod config;
 pub mod control;
 pub mod http;
 pub mod recording;
+pub mod server;
 pub mod session;
 pub mod sim;
 pub mod telemetry;

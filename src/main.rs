@@ -7,14 +7,12 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
-use voxgate::control::service::ControlService;
-use voxgate::http::{self, AppState};
+use voxgate::server::Server;
 
 #[derive(Parser)]
 #[command(
@@ -97,43 +95,18 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         env!("CARGO_PKG_VERSION"),
         config.to_toml()
     );
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let shutdown = CancellationToken::new();
-    let control = ControlService::start(&config, shutdown.child_token())
-        .await
-        .context("starting the control plane")?;
-    // Finished recordings are encoded, uploaded and announced by the publisher; the
-    // retention sweep deletes published local copies past `keep_local_days`.
-    let publish =
-        voxgate::recording::publish_config::PublishConfig::from_recording(&config.recording);
-    let publisher = Arc::new(
-        voxgate::recording::publish::Publisher::new(&publish, control.plane.clone())
-            .context("setting up recording upload")?,
-    );
-    let retention = voxgate::recording::retention::spawn_for(&publish, shutdown.child_token());
-    let state = Arc::new(
-        AppState::new(config)
-            .context("starting the DSP pipeline and the recording writer")?
-            .with_control(control.plane, control.deliverer)
-            .on_recording_finished(publisher.handoff().context("recording publisher")?),
-    );
+    let server = Server::start(config, shutdown.clone()).await?;
     tracing::info!(
         listen = %listener.local_addr()?,
-        dsp_workers = state.pipeline.workers(),
+        dsp_workers = server.state().pipeline.workers(),
         "voxgate is serving"
     );
-    tokio::spawn(stop_on_signal(shutdown.clone()));
-    http::run(listener, state, shutdown).await?;
-    // Recordings of the calls that just ended are uploaded and announced before delivery
-    // stops (bounded: a stuck upload must not hold the exit forever).
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(60), publisher.drain()).await;
-    drop(retention);
-    // Delivery stops with the shutdown token; let the batch in flight finish.
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(15), control.task).await;
+    tokio::spawn(stop_on_signal(shutdown));
+    server.run(listener).await?;
     tracing::info!("voxgate stopped");
     Ok(())
 }

@@ -23,15 +23,14 @@
 //! (`control.delivery_retry_cap_secs`) so delivery resumes within 5 s of the backend's
 //! return; with the default cap (5 min) it can take minutes.
 
-#[path = "durability/backend.rs"]
-mod backend;
+mod common;
 #[path = "durability/instance.rs"]
 mod instance;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use backend::{Backend, Mode, Received};
+use common::backend::{Backend, Mode, Received};
 use instance::Instance;
 use serde_json::{Value, json};
 use voxgate::sim::plivo_rest::{Completion, FakePlivo};
@@ -276,15 +275,8 @@ impl World {
 
     /// No event became a dead letter.
     async fn assert_no_dead_letters(&self, instance: &Instance) {
-        let dead: Value = reqwest::Client::new()
-            .get(format!("{}/v1/deliveries/dead", instance.base))
-            .bearer_auth(API_TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let dead =
+            common::api_get(&format!("{}/v1/deliveries/dead", instance.base), API_TOKEN).await;
         assert_eq!(dead["dead"], json!([]), "dead letters: {dead}");
     }
 

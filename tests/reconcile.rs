@@ -52,15 +52,7 @@ fn events_of(updates: &Mutex<Vec<Value>>, call_id: &str) -> Vec<String> {
 }
 
 async fn get_call(server: &TestServer, call_id: &str) -> Value {
-    reqwest::Client::new()
-        .get(format!("{}/v1/calls/{call_id}", server.base))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    common::api_get(&format!("{}/v1/calls/{call_id}", server.base), API_TOKEN).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,7 +1,8 @@
 //! Call recordings, end to end, driven by the simulator: the caller channel is exactly what
 //! was said (after µ-law) at its place, the agent channel holds each echo where the phone
 //! played it and shows a barge-in's cut; sox reads the file; a SIGKILL loses at most the
-//! last second; a 30-minute call stays aligned with flat memory; a call can opt out.
+//! last second; a 30-minute call stays aligned with flat memory; a call can opt out; and
+//! `serve`'s wiring uploads each finished recording and announces its URL.
 
 mod common;
 
@@ -9,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{TestServer, correlation, scratch_dir, utterance};
+use common::backend::Backend;
+use common::{TestServer, api_get, correlation, scratch_dir, utterance};
 use voxgate::audio::g711;
 use voxgate::sim::{CallReport, CallerStep, SimConfig, TurnEnd, run_call};
 
@@ -186,6 +188,72 @@ async fn a_call_can_opt_out_of_recording_on_its_answer_url() {
         "{} opted out",
         out.call_uuid
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_finished_recording_is_uploaded_and_its_url_reaches_the_call_and_the_backend() {
+    const SECRET: &str = "backend-secret";
+    let backend = Backend::start(SECRET).await;
+    let data = scratch_dir("publish");
+    let bucket = scratch_dir("bucket");
+    let (backend_url, data_dir) = (backend.url(), data.display().to_string());
+    let upload_url = format!("file://{}/calls", bucket.display());
+    // The wiring of `voxgate serve`: writer → publisher → upload → control plane → backend.
+    let server = TestServer::start_with_control(
+        None,
+        &[
+            ("VOXGATE_API_TOKENS", "api-token"),
+            ("VOXGATE_BACKEND_URL", &backend_url),
+            ("VOXGATE_BACKEND_SECRET", SECRET),
+            ("VOXGATE_DATA_DIR", &data_dir),
+            ("VOXGATE_RECORDING_UPLOAD_URL", &upload_url),
+        ],
+    )
+    .await;
+    let script = vec![
+        CallerStep::Audio(utterance(1)),
+        CallerStep::UntilAgentSilent {
+            timeout: Duration::from_secs(10),
+        },
+    ];
+    let mut config = SimConfig::new(&server.base, script);
+    config.speed = 4.0;
+    let report = run_call(config).await.unwrap();
+    let call_id = report.call_uuid.clone();
+
+    // The backend hears `call.recording_ready` with the URL, once.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let ready = loop {
+        let ready: Vec<_> = backend
+            .received()
+            .into_iter()
+            .filter(|r| r.call_id == call_id && r.event == "call.recording_ready")
+            .collect();
+        if !ready.is_empty() || Instant::now() > deadline {
+            break ready;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let url = format!("{upload_url}/{call_id}.wav");
+    assert_eq!(ready.len(), 1, "one call.recording_ready for {call_id}");
+    assert_eq!(ready[0].update["recording_url"], url.as_str());
+
+    // The call carries the URL, and the object there is the finished recording.
+    let call = api_get(&format!("{}/v1/calls/{call_id}", server.base), "api-token").await;
+    assert_eq!(call["recording_url"], url.as_str());
+    let uploaded = bucket.join("calls").join(format!("{call_id}.wav"));
+    let local = server
+        .state
+        .config
+        .recording
+        .dir
+        .join(format!("{call_id}.wav"));
+    assert_eq!(
+        std::fs::read(&uploaded).unwrap(),
+        std::fs::read(&local).unwrap()
+    );
+    let (left, _, _) = read_stereo(&uploaded);
+    assert_eq!(left, through_ulaw(&report.sent), "the caller's side, whole");
 }
 
 /// The `voxgate` binary serving on a free loopback port; killed when dropped.
@@ -405,6 +473,11 @@ async fn a_thirty_minute_call_stays_aligned_in_flat_memory() {
     let (start, end) = (
         summary("first 3 turns", &first),
         summary("last 3 turns", &last),
+    );
+    assert!(
+        end.abs() <= 160,
+        "agent channel {} ms off at the end of the call",
+        end / 8
     );
     assert!(
         (end - start).abs() <= 160,

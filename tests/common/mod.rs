@@ -2,6 +2,8 @@
 //! WebSocket client for the cases the simulator is too well-behaved to produce.
 #![allow(dead_code)]
 
+pub mod backend;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,13 +14,14 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
 use voxgate::http::{AppState, run};
+use voxgate::server::Server;
 
 /// A running server.
 pub struct TestServer {
     pub base: String,
     pub state: Arc<AppState>,
     pub shutdown: CancellationToken,
-    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+    pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 impl TestServer {
@@ -27,7 +30,8 @@ impl TestServer {
         Self::start_with(None, env, false).await
     }
 
-    /// Starts a server with the control plane (store, sinks, Plivo client) as `serve` does.
+    /// Starts a server as `voxgate serve` does: with the control plane (store, sinks, Plivo
+    /// client) and the recording publisher.
     pub async fn start_with_control(file: Option<&str>, env: &[(&str, &str)]) -> Self {
         Self::start_with(file, env, true).await
     }
@@ -54,16 +58,18 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let mut state = AppState::new(config.clone()).unwrap();
-        if control {
-            let service =
-                voxgate::control::service::ControlService::start(&config, shutdown.child_token())
-                    .await
-                    .expect("control plane");
-            state = state.with_control(service.plane, service.deliverer);
-        }
-        let state = Arc::new(state);
-        let task = tokio::spawn(run(listener, Arc::clone(&state), shutdown.clone()));
+        let (state, task) = if control {
+            // Exactly `voxgate serve`'s wiring: control plane, recording publisher, retention.
+            let server = Server::start(config, shutdown.clone())
+                .await
+                .expect("server start");
+            let state = Arc::clone(server.state());
+            (state, tokio::spawn(server.run(listener)))
+        } else {
+            let state = Arc::new(AppState::new(config).unwrap());
+            let serving = run(listener, Arc::clone(&state), shutdown.clone());
+            (state, tokio::spawn(async move { Ok(serving.await?) }))
+        };
         Self {
             base,
             state,
@@ -91,6 +97,19 @@ impl TestServer {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0.0)
     }
+}
+
+/// `GET {url}` on the control API with `token`, as JSON.
+pub async fn api_get(url: &str, token: &str) -> serde_json::Value {
+    reqwest::Client::new()
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// A fresh, empty folder under the system's temp dir, unique to this process and call.

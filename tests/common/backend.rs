@@ -12,7 +12,6 @@
 //!
 //! Never records an update it did not answer 200 to, so "the backend has it" means it
 //! acknowledged it.
-#![allow(dead_code)]
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -46,6 +45,8 @@ pub struct Received {
     pub event_id: String,
     /// The request's `Idempotency-Key`.
     pub key: String,
+    /// The whole update as sent.
+    pub update: Value,
 }
 
 struct Shared {
@@ -229,6 +230,7 @@ async fn updates(State(shared): State<Arc<Shared>>, headers: HeaderMap, body: By
             event: text("event"),
             event_id: text("event_id"),
             key: key.clone(),
+            update,
         });
     }
     StatusCode::OK

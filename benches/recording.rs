@@ -28,6 +28,7 @@ fn audio_path(c: &mut Criterion) {
         upload_url: None,
         keep_local_days: None,
         upload_retries: 5,
+        public_base_url: None,
     };
     let recorder = Recorder::start(&config).unwrap();
     let call = recorder.start_call("bench");

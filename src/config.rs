@@ -16,6 +16,7 @@ use thiserror::Error;
 
 use crate::audio::pipeline::PipelineConfig;
 use crate::audio::vad::VadConfig;
+use crate::recording::target::UploadTarget;
 
 /// Where `serve` listens when nothing else is said.
 pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 8080);
@@ -89,6 +90,9 @@ pub struct RawRecording {
     pub keep_local_days: Option<u32>,
     /// Upload attempts after the first fails.
     pub upload_retries: Option<u32>,
+    /// Announce `{public_base_url}/{key}` (a CDN or the bucket's HTTPS address) instead
+    /// of the `s3://`, `gs://` or `file://` URL.
+    pub public_base_url: Option<String>,
 }
 
 /// `[control]` in the file.
@@ -229,11 +233,13 @@ pub struct RecordingConfig {
     /// What is published.
     pub format: RecordingFormat,
     /// Where recordings are uploaded; `None` keeps them in `dir`.
-    pub upload_url: Option<UploadUrl>,
+    pub upload_url: Option<UploadTarget>,
     /// Days the local copy is kept after upload; `None` keeps it.
     pub keep_local_days: Option<u32>,
     /// Upload attempts after the first fails.
     pub upload_retries: u32,
+    /// Base of the announced recording URL, if not the store's own URL.
+    pub public_base_url: Option<String>,
 }
 
 /// A recording's sample rate per channel.
@@ -267,86 +273,17 @@ pub enum RecordingFormat {
 }
 
 impl RecordingFormat {
-    /// The name in the config file.
+    /// The name in the config file, which is also the published file's extension.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Wav => "wav",
             Self::Opus => "opus",
         }
     }
-}
 
-/// Where recordings are uploaded.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UploadUrl {
-    /// A local (or mounted) folder: `file:///abs/path`.
-    File(PathBuf),
-    /// Amazon S3 (or compatible): `s3://bucket/prefix`.
-    S3 {
-        /// Bucket name.
-        bucket: String,
-        /// Key prefix, without leading or trailing `/` (may be empty).
-        prefix: String,
-    },
-    /// Google Cloud Storage: `gs://bucket/prefix`.
-    Gcs {
-        /// Bucket name.
-        bucket: String,
-        /// Object prefix, without leading or trailing `/` (may be empty).
-        prefix: String,
-    },
-}
-
-impl std::fmt::Display for UploadUrl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let (scheme, bucket, prefix) = match self {
-            Self::File(path) => return write!(f, "file://{}", path.display()),
-            Self::S3 { bucket, prefix } => ("s3", bucket, prefix),
-            Self::Gcs { bucket, prefix } => ("gs", bucket, prefix),
-        };
-        if prefix.is_empty() {
-            write!(f, "{scheme}://{bucket}")
-        } else {
-            write!(f, "{scheme}://{bucket}/{prefix}")
-        }
-    }
-}
-
-impl UploadUrl {
-    /// Parses `file:///abs/path`, `s3://bucket/prefix` or `gs://bucket/prefix`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        if let Some(path) = text.strip_prefix("file://") {
-            if !path.starts_with('/') {
-                return Err(format!("{text:?} needs an absolute path: file:///abs/path"));
-            }
-            return Ok(Self::File(PathBuf::from(path)));
-        }
-        let (scheme, rest) = text
-            .split_once("://")
-            .ok_or_else(|| format!("{text:?} must be file://, s3:// or gs://"))?;
-        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
-        let valid_bucket = !bucket.is_empty()
-            && bucket.len() <= 222
-            && bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-._".contains(&b));
-        if !valid_bucket {
-            return Err(format!(
-                "{text:?}: {bucket:?} is not a bucket name (lowercase letters, digits, - . _)"
-            ));
-        }
-        let prefix = prefix.trim_matches('/');
-        if prefix.chars().any(|c| c.is_control() || c == '\\') || prefix.contains("//") {
-            return Err(format!(
-                "{text:?}: the prefix has an empty segment or a control character"
-            ));
-        }
-        let (bucket, prefix) = (bucket.to_owned(), prefix.to_owned());
-        match scheme {
-            "s3" => Ok(Self::S3 { bucket, prefix }),
-            "gs" => Ok(Self::Gcs { bucket, prefix }),
-            _ => Err(format!("{text:?} must be file://, s3:// or gs://")),
-        }
+    /// The published file's extension (`wav`, `opus`).
+    pub const fn ext(self) -> &'static str {
+        self.as_str()
     }
 }
 
@@ -665,6 +602,9 @@ impl RawConfig {
             get("VOXGATE_RECORDING_UPLOAD_RETRIES"),
         )?
         .or(recording.upload_retries);
+        if let Some(v) = get("VOXGATE_RECORDING_PUBLIC_BASE_URL") {
+            recording.public_base_url = Some(v);
+        }
 
         self.listen = cli.listen.or(self.listen);
         self.public_url = cli.public_url.or(self.public_url);
@@ -894,7 +834,10 @@ fn validate_recording(
     };
     let upload_url = match raw.upload_url.filter(|u| !u.is_empty()) {
         None => None,
-        Some(url) => Some(UploadUrl::parse(&url).map_err(|e| invalid("recording.upload_url", e))?),
+        Some(url) => Some(
+            UploadTarget::parse(&url)
+                .map_err(|e| invalid("recording.upload_url", e.to_string()))?,
+        ),
     };
     let upload_retries = match raw.upload_retries {
         Some(n) if n > 100 => {
@@ -909,6 +852,15 @@ fn validate_recording(
             "0 with no upload_url would delete every recording",
         ));
     }
+    let public_base_url = raw.public_base_url.filter(|u| !u.is_empty());
+    if let Some(base) = &public_base_url
+        && !(base.starts_with("http://") || base.starts_with("https://"))
+    {
+        return Err(invalid(
+            "recording.public_base_url",
+            format!("{base:?} is not an http:// or https:// URL"),
+        ));
+    }
     Ok(RecordingConfig {
         enabled: raw.enabled.unwrap_or(true),
         dir,
@@ -917,6 +869,7 @@ fn validate_recording(
         upload_url,
         keep_local_days: raw.keep_local_days,
         upload_retries,
+        public_base_url,
     })
 }
 
@@ -1118,6 +1071,7 @@ impl Config {
                 upload_url: self.recording.upload_url.as_ref().map(ToString::to_string),
                 keep_local_days: self.recording.keep_local_days,
                 upload_retries: Some(self.recording.upload_retries),
+                public_base_url: self.recording.public_base_url.clone(),
             },
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -1322,6 +1276,10 @@ mod tests {
             ),
             ("VOXGATE_RECORDING_KEEP_LOCAL_DAYS", "7"),
             ("VOXGATE_RECORDING_UPLOAD_RETRIES", "2"),
+            (
+                "VOXGATE_RECORDING_PUBLIC_BASE_URL",
+                "https://cdn.example/rec",
+            ),
         ]);
         let config = Config::load(None, &vars, CliOverrides::default()).unwrap();
         let r = &config.recording;
@@ -1331,26 +1289,25 @@ mod tests {
         assert_eq!(r.format, RecordingFormat::Opus);
         assert_eq!(
             r.upload_url,
-            Some(UploadUrl::S3 {
+            Some(UploadTarget::S3 {
                 bucket: "calls-bucket".into(),
                 prefix: "rec/2024".into()
             })
         );
         assert_eq!((r.keep_local_days, r.upload_retries), (Some(7), 2));
+        assert_eq!(
+            r.public_base_url.as_deref(),
+            Some("https://cdn.example/rec")
+        );
 
         let file = "[recording]\ndir = \"/var/rec\"\nupload_url = \"file:///mnt/rec\"\n";
         let config = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap();
         assert_eq!(config.recording.dir, PathBuf::from("/var/rec"));
         assert_eq!(
             config.recording.upload_url,
-            Some(UploadUrl::File("/mnt/rec".into()))
-        );
-        assert_eq!(
-            UploadUrl::parse("gs://b/p").unwrap(),
-            UploadUrl::Gcs {
-                bucket: "b".into(),
-                prefix: "p".into()
-            }
+            Some(UploadTarget::File {
+                dir: "/mnt/rec".into()
+            })
         );
 
         for (file, key) in [
@@ -1378,6 +1335,10 @@ mod tests {
             (
                 "[recording]\nupload_retries = 1000\n",
                 "recording.upload_retries",
+            ),
+            (
+                "[recording]\npublic_base_url = \"cdn.example\"\n",
+                "recording.public_base_url",
             ),
             (
                 "[recording]\nkeep_local_days = 0\n",

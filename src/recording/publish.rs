@@ -73,8 +73,8 @@ pub enum PublishError {
     /// The control plane did not take the URL.
     #[error("announcing the recording: {0}")]
     Announce(StoreError),
-    /// The local file could not be made absolute for its URL.
-    #[error("locating {path}: {source}")]
+    /// The local file could not be synced to disk or made absolute for its URL.
+    #[error("storing {path} locally: {source}")]
     Local {
         /// The file.
         path: String,
@@ -203,16 +203,20 @@ impl Publisher {
                 (uploaded.url, uploaded.attempts, uploader.target().kind())
             }
             None => {
-                let absolute =
-                    std::path::absolute(&file).map_err(|source| {
-                        error!(%call_id, file = %file.display(), %source, "cannot locate the recording");
-                        metrics::counter!(telemetry::RECORDING_PUBLISH_FAILURES, "stage" => "upload")
-                            .increment(1);
-                        PublishError::Local {
-                            path: file.display().to_string(),
-                            source,
-                        }
-                    })?;
+                // The local file is the stored copy: on disk before its URL goes out.
+                let stored = async {
+                    sync_blocking(&file).await?;
+                    std::path::absolute(&file)
+                };
+                let absolute = stored.await.map_err(|source| {
+                    error!(%call_id, file = %file.display(), %source, "cannot store the recording locally");
+                    metrics::counter!(telemetry::RECORDING_PUBLISH_FAILURES, "stage" => "upload")
+                        .increment(1);
+                    PublishError::Local {
+                        path: file.display().to_string(),
+                        source,
+                    }
+                })?;
                 (file_url(&absolute), 0, "local")
             }
         };
@@ -267,6 +271,21 @@ impl Publisher {
             }
         }
     }
+}
+
+/// Flushes `file` and its folder entry to disk (fsync) on the blocking pool, so a power
+/// loss after the URL is announced cannot lose the file.
+async fn sync_blocking(file: &Path) -> std::io::Result<()> {
+    let file = file.to_owned();
+    tokio::task::spawn_blocking(move || {
+        std::fs::File::open(&file)?.sync_all()?;
+        match file.parent() {
+            Some(dir) => std::fs::File::open(dir)?.sync_all(),
+            None => Ok(()),
+        }
+    })
+    .await
+    .map_err(std::io::Error::other)?
 }
 
 /// Encodes `wav` to the `.opus` next to it on the blocking pool.

@@ -10,36 +10,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use super::target::{TargetError, UploadTarget};
+pub use crate::config::RecordingFormat;
 use crate::control::retry::{RetryPolicy, RetryPolicyError};
-
-/// The file format recordings are published in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum RecordingFormat {
-    /// The writer's stereo PCM16 WAV, as it is.
-    #[default]
-    Wav,
-    /// Ogg Opus (RFC 7845), encoded from the WAV.
-    Opus,
-}
-
-impl RecordingFormat {
-    /// The file extension (`wav`, `opus`).
-    pub fn ext(self) -> &'static str {
-        match self {
-            Self::Wav => "wav",
-            Self::Opus => "opus",
-        }
-    }
-
-    /// Parses the config value (`wav`, `opus`).
-    pub fn parse(name: &str) -> Option<Self> {
-        match name {
-            "wav" => Some(Self::Wav),
-            "opus" => Some(Self::Opus),
-            _ => None,
-        }
-    }
-}
 
 /// How recordings are published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -164,11 +136,9 @@ impl PublishConfig {
     pub fn from_recording(recording: &crate::config::RecordingConfig) -> Self {
         Self {
             dir: recording.dir.clone(),
-            format: match recording.format {
-                crate::config::RecordingFormat::Wav => RecordingFormat::Wav,
-                crate::config::RecordingFormat::Opus => RecordingFormat::Opus,
-            },
+            format: recording.format,
             upload_url: recording.upload_url.as_ref().map(ToString::to_string),
+            public_base_url: recording.public_base_url.clone(),
             keep_local_days: recording.keep_local_days,
             upload_retries: recording.upload_retries,
             ..Self::default()

@@ -8,7 +8,7 @@
 //!
 //! The object key is `{prefix}/{call_id}.{ext}`; the `call_id` is one key segment (a `/`
 //! or other unsafe character in it is percent-encoded, so no id can escape the prefix).
-//! Pure: no I/O.
+//! Pure: no I/O. The configuration holds the parsed target (`recording.upload_url`).
 
 use std::path::{Path, PathBuf};
 
@@ -130,6 +130,21 @@ impl UploadTarget {
     }
 }
 
+/// The `upload_url` it was parsed from, normalised (no trailing `/`).
+impl std::fmt::Display for UploadTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let (scheme, bucket, prefix) = match self {
+            Self::File { dir } => return write!(f, "file://{}", dir.display()),
+            Self::S3 { bucket, prefix } => ("s3", bucket, prefix),
+            Self::Gcs { bucket, prefix } => ("gs", bucket, prefix),
+        };
+        match prefix.as_ref() {
+            "" => write!(f, "{scheme}://{bucket}"),
+            prefix => write!(f, "{scheme}://{bucket}/{prefix}"),
+        }
+    }
+}
+
 /// `file://` URL of a local file (percent-encoded where a URL needs it).
 pub fn file_url(path: &Path) -> String {
     match url::Url::from_file_path(path) {
@@ -186,6 +201,16 @@ mod tests {
         let gs = UploadTarget::parse("gs://bucket").unwrap();
         assert_eq!(gs.key("c-1", "opus").as_ref(), "c-1.opus");
         assert_eq!(gs.url(&gs.key("c-1", "opus"), None), "gs://bucket/c-1.opus");
+    }
+
+    #[test]
+    fn prints_back_as_the_url_it_came_from() {
+        for url in ["file:///var/rec", "s3://calls/a/b", "gs://bucket"] {
+            assert_eq!(UploadTarget::parse(url).unwrap().to_string(), url);
+        }
+        let trailing = UploadTarget::parse("s3://calls/rec/").unwrap();
+        assert_eq!(trailing.to_string(), "s3://calls/rec");
+        assert_eq!(UploadTarget::parse(&trailing.to_string()), Ok(trailing));
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Uploading a finished recording file to the configured object store, with retries.
 //!
 //! The store comes from `upload_url` ([`UploadTarget`]): `file://` → object_store's
-//! `LocalFileSystem`; `s3://` → `AmazonS3Builder::from_env()` (region, endpoint and
+//! `LocalFileSystem` (fsynced); `s3://` → `AmazonS3Builder::from_env()` (region, endpoint and
 //! credentials from the standard `AWS_*` variables, e.g. `AWS_ENDPOINT_URL` and
 //! `AWS_ALLOW_HTTP=true` for a local S3-compatible server); `gs://` →
 //! `GoogleCloudStorageBuilder::from_env()` (`GOOGLE_SERVICE_ACCOUNT`, …). Explicit
@@ -166,7 +166,8 @@ impl Uploader {
                     dir: dir.display().to_string(),
                     source,
                 })?;
-                Arc::new(LocalFileSystem::new_with_prefix(dir)?)
+                // A file:// target is the durable copy: fsynced before the URL goes out.
+                Arc::new(LocalFileSystem::new_with_prefix(dir)?.with_fsync(true))
             }
             UploadTarget::S3 { bucket, .. } => {
                 let mut builder = AmazonS3Builder::from_env()

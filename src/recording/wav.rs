@@ -7,10 +7,15 @@
 //! found at start-up is repaired ([`repair`]): its RIFF and data sizes are set from the file's
 //! length, a torn last sample dropped, and it is renamed like a finished one.
 //!
+//! A file being written holds an exclusive advisory lock (`flock`) from creation until it
+//! has been renamed; the kernel drops it when the process dies. Repair skips a locked file,
+//! so an instance starting on a recordings folder another live instance writes to leaves
+//! that instance's recordings alone.
+//!
 //! Never: holds more than the write buffer and the resampler state in memory, or trusts a
 //! header it reads back ([`plan_repair`] takes any bytes).
 
-use std::fs::{File, OpenOptions};
+use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -23,8 +28,8 @@ use crate::config::RecordingRate;
 
 /// The header is rewritten (and the buffer flushed) after this much audio.
 pub const FLUSH_EVERY_MS: u64 = 500;
-/// Bytes buffered before a write reaches the file.
-pub const WRITE_BUFFER: usize = 8 * 1024;
+/// Bytes buffered before a write reaches the file (128 ms of 8 kHz stereo, 64 ms at 16 kHz).
+pub const WRITE_BUFFER: usize = 4 * 1024;
 /// The suffix of a recording still being written.
 pub const PART_SUFFIX: &str = ".part";
 /// Header bytes read when repairing a file (hound writes 44 or 68).
@@ -49,6 +54,13 @@ pub enum WavError {
         /// What failed.
         source: hound::Error,
     },
+    /// A file to repair is locked by a live process (or was finished meanwhile): it is not
+    /// left behind.
+    #[error("{path} is being written by another process")]
+    Busy {
+        /// The file.
+        path: PathBuf,
+    },
     /// A file to repair is not a WAV file voxgate could have written.
     #[error("cannot repair {path}: {reason}")]
     Unrepairable {
@@ -65,6 +77,7 @@ impl WavError {
         match self {
             Self::Io { .. } => "io",
             Self::Wav { .. } => "wav",
+            Self::Busy { .. } => "busy",
             Self::Unrepairable { .. } => "unrepairable",
         }
     }
@@ -95,6 +108,9 @@ struct Upsample {
 /// One recording being written.
 pub struct WavSink {
     writer: hound::WavWriter<BufWriter<File>>,
+    /// A second handle on the file, holding its lock until the rename (best effort: `None`
+    /// where the file system has no locks).
+    lock: Option<File>,
     part: PathBuf,
     sample_rate: u32,
     upsample: Option<Upsample>,
@@ -111,6 +127,11 @@ impl WavSink {
             .create_new(true)
             .open(&part)
             .map_err(io(&part))?;
+        let lock = file
+            .try_lock()
+            .is_ok()
+            .then(|| file.try_clone().ok())
+            .flatten();
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: rate.hz(),
@@ -143,6 +164,7 @@ impl WavSink {
         };
         Ok(Self {
             writer,
+            lock,
             part,
             sample_rate: rate.hz(),
             upsample,
@@ -208,8 +230,24 @@ impl WavSink {
         self.writer.finalize().map_err(wav(&part))?;
         let done = finished_path(&part);
         std::fs::rename(&part, &done).map_err(io(&part))?;
+        drop(self.lock);
         Ok((done, frames_duration(frames.into(), rate)))
     }
+}
+
+/// Whether `path` still names the open `file`.
+#[cfg(unix)]
+fn same_file(file: &File, path: &Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (file.metadata(), std::fs::metadata(path)) {
+        (Ok(open), Ok(named)) => (open.dev(), open.ino()) == (named.dev(), named.ino()),
+        _ => false,
+    }
+}
+
+#[cfg(not(unix))]
+fn same_file(_: &File, path: &Path) -> bool {
+    path.exists()
 }
 
 /// `NAME.wav.part` → `NAME.wav`.
@@ -312,13 +350,27 @@ pub fn plan_repair(header: &[u8], file_len: u64) -> Result<RepairPlan, &'static 
 }
 
 /// Repairs `NAME.wav.part` left by a crash and renames it to `NAME.wav`. Returns the final
-/// path, the recording's length and its sample rate.
+/// path, the recording's length and its sample rate; [`WavError::Busy`] when a live process
+/// holds the file (or has just finished it).
 pub fn repair(part: &Path) -> Result<(PathBuf, Duration, u32), WavError> {
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open(part)
-        .map_err(io(part))?;
+    let busy = || WavError::Busy {
+        path: part.to_owned(),
+    };
+    let mut file = match OpenOptions::new().read(true).write(true).open(part) {
+        Ok(file) => file,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Err(busy()),
+        Err(error) => return Err(io(part)(error)),
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => return Err(busy()),
+        // No locks on this file system: one instance per folder, as before locks.
+        Err(TryLockError::Error(_)) => {}
+    }
+    // Opened just before its writer renamed it and let go: it is finished, not left.
+    if !same_file(&file, part) {
+        return Err(busy());
+    }
     let file_len = file.metadata().map_err(io(part))?.len();
     let mut header = Vec::with_capacity(HEADER_READ);
     (&mut file)

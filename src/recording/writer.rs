@@ -8,8 +8,9 @@
 //! [`Timeline`] and appends it to the call's [`WavSink`]. When the session drops its handle
 //! the writer finishes the file and hands a [`FinishedRecording`] to the handoff.
 //!
-//! Memory per call is fixed ([`MEMORY_PER_CALL`] ≤ 64 KiB): the queue, the timeline's
-//! rings and the file's write buffer, whatever the call's length.
+//! Memory per call is fixed (≤ 64 KiB, [`MEMORY_PER_CALL`]): the queue, the timeline's
+//! rings, the file's write buffer and, at 16 kHz, the resamplers, whatever the call's
+//! length.
 //!
 //! Never: blocks a session, grows with a call's length, or panics on a file error (the call
 //! goes on unrecorded; the failure is logged and counted).
@@ -30,13 +31,16 @@ use super::wav::{self, PART_SUFFIX, WavSink};
 use crate::config::RecordingConfig;
 use crate::telemetry;
 
-/// Messages a call's queue holds (caller and agent frames: about 640 ms of a call).
-pub const QUEUE_MESSAGES: usize = 64;
+/// Messages a call's queue holds (caller and agent frames: about 480 ms of a call, which
+/// the writer may fall behind by before the oldest are dropped).
+pub const QUEUE_MESSAGES: usize = 48;
 /// How often the writer looks at the queues.
 pub const POLL: Duration = Duration::from_millis(5);
 /// How long the writer sleeps when no call is being recorded (a new call wakes it).
 const IDLE_POLL: Duration = Duration::from_millis(200);
-/// Fixed memory per recorded call, bytes: queue + timeline rings + write buffer.
+/// Fixed memory per recorded call, bytes: queue + timeline rings + write buffer (a 16 kHz
+/// recording adds its two resamplers, about 9 KiB). `tests/recording_memory.rs` measures
+/// the real heap per call at both rates against the 64 KiB limit.
 pub const MEMORY_PER_CALL: usize = QUEUE_MESSAGES * (std::mem::size_of::<Message>() + 8)
     + 2 * RING * 2
     + wav::WRITE_BUFFER
@@ -409,7 +413,8 @@ impl Writer {
         }
     }
 
-    /// Repairs `*.wav.part` files in the folder that no live call is writing.
+    /// Repairs `*.wav.part` files in the folder that no live call (here or in another
+    /// process: [`wav::repair`] skips locked files) is writing.
     fn recover(&mut self) {
         let Ok(entries) = std::fs::read_dir(&self.inner.dir) else {
             return;
@@ -439,6 +444,9 @@ impl Writer {
                         duration,
                         sample_rate,
                     });
+                }
+                Err(wav::WavError::Busy { path }) => {
+                    info!(path = %path.display(), "left alone: another live process is writing it");
                 }
                 Err(error) => {
                     counter!(telemetry::RECORDING_REPAIRS, "outcome" => "failed").increment(1);

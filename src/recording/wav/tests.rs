@@ -54,8 +54,17 @@ fn a_file_cut_off_by_a_crash_is_readable_and_repair_recovers_what_reached_disk()
     for n in 0..150 {
         sink.write_block(&block(n), &block(n)).unwrap();
     }
-    // A crash: nothing more runs, not even the destructor (the write buffer is lost).
+    // A crash: nothing more runs, not even the destructor (the write buffer is lost). The
+    // kernel would drop the file's lock with the process; this one lives on, so what
+    // reached the file is copied to where a restarted instance finds it.
     std::mem::forget(sink);
+    let crashed = dir.join("left");
+    std::fs::create_dir_all(&crashed).unwrap();
+    let part = {
+        let left = crashed.join("call-2.wav.part");
+        std::fs::copy(&part, &left).unwrap();
+        left
+    };
     let as_left = hound::WavReader::open(&part).unwrap().duration();
     assert!(
         (20_000..=24_000).contains(&as_left),
@@ -64,7 +73,7 @@ fn a_file_cut_off_by_a_crash_is_readable_and_repair_recovers_what_reached_disk()
     let on_disk = std::fs::metadata(&part).unwrap().len();
     let (path, duration, rate) = repair(&part).unwrap();
     assert_eq!(rate, 8_000);
-    assert_eq!(path, dir.join("call-2.wav"));
+    assert_eq!(path, crashed.join("call-2.wav"));
     let frames = hound::WavReader::open(&path).unwrap().duration();
     assert_eq!(
         u64::from(frames) * 4,
@@ -76,6 +85,33 @@ fn a_file_cut_off_by_a_crash_is_readable_and_repair_recovers_what_reached_disk()
 }
 
 #[test]
+fn repair_leaves_a_file_that_a_live_writer_holds() {
+    let dir = temp_dir("busy");
+    let part = dir.join("call-live.wav.part");
+    let mut sink = WavSink::create(part.clone(), RecordingRate::Hz8000).unwrap();
+    for n in 0..50 {
+        sink.write_block(&block(n), &block(n)).unwrap();
+    }
+    sink.flush().unwrap();
+    let before = std::fs::read(&part).unwrap();
+    // Another instance starting on the same folder finds it mid-call.
+    assert!(matches!(repair(&part), Err(WavError::Busy { .. })));
+    assert_eq!(std::fs::read(&part).unwrap(), before, "untouched");
+    for n in 50..100 {
+        sink.write_block(&block(n), &block(n)).unwrap();
+    }
+    let (path, duration) = sink.finalize().unwrap();
+    assert_eq!(
+        duration,
+        Duration::from_secs(2),
+        "the writer finished it whole"
+    );
+    assert_eq!(read(&path).1.len(), 100 * BLOCK * 2);
+    // And once finished, there is nothing left to repair.
+    assert!(matches!(repair(&part), Err(WavError::Busy { .. })));
+}
+
+#[test]
 fn repair_drops_a_torn_last_sample_frame() {
     let dir = temp_dir("torn");
     let part = dir.join("call-3.wav.part");
@@ -83,6 +119,13 @@ fn repair_drops_a_torn_last_sample_frame() {
     sink.write_block(&block(1), &block(2)).unwrap();
     sink.flush().unwrap();
     std::mem::forget(sink);
+    // What reached the file, where a restarted instance finds it (see the crash test).
+    let part = {
+        let left = dir.join("left");
+        std::fs::create_dir_all(&left).unwrap();
+        std::fs::copy(&part, left.join("call-3.wav.part")).unwrap();
+        left.join("call-3.wav.part")
+    };
     let mut file = OpenOptions::new().append(true).open(&part).unwrap();
     file.write_all(&[1, 2, 3]).unwrap();
     drop(file);

@@ -16,6 +16,7 @@ fn recorder(
         upload_url: None,
         keep_local_days: None,
         upload_retries: 5,
+        public_base_url: None,
     };
     let recorder = Recorder::start(&config).unwrap();
     let (tx, rx) = mpsc::channel();
@@ -92,12 +93,23 @@ fn a_second_stream_of_the_same_call_gets_its_own_file() {
 #[test]
 fn files_left_by_a_crash_are_repaired_and_handed_off() {
     let (recorder, dir, rx) = recorder("recover", RecordingRate::Hz8000);
-    let mut sink = WavSink::create(dir.join("crashed.wav.part"), RecordingRate::Hz8000).unwrap();
+    let elsewhere = dir.with_extension("crashed");
+    let _ = std::fs::remove_dir_all(&elsewhere);
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let mut sink =
+        WavSink::create(elsewhere.join("crashed.wav.part"), RecordingRate::Hz8000).unwrap();
     for _ in 0..40 {
         sink.write_block(&[3; BLOCK], &[4; BLOCK]).unwrap();
     }
     sink.flush().unwrap();
-    std::mem::forget(sink); // the process died here
+    // The process died here: no destructor ran, and the kernel dropped the file's lock;
+    // what reached the file is what a restart finds.
+    std::mem::forget(sink);
+    std::fs::copy(
+        elsewhere.join("crashed.wav.part"),
+        dir.join("crashed.wav.part"),
+    )
+    .unwrap();
     recorder.recover_left_behind();
     let done = wait(&rx);
     assert_eq!(done.call_id, "crashed");

@@ -2,7 +2,8 @@
 //! was said (after µ-law) at its place, the agent channel holds each echo where the phone
 //! played it and shows a barge-in's cut; sox reads the file; a SIGKILL loses at most the
 //! last second; a 30-minute call stays aligned with flat memory; a call can opt out; and
-//! `serve`'s wiring uploads each finished recording and announces its URL.
+//! `serve`'s wiring uploads each finished recording and announces its URL; instances can
+//! share a recordings folder.
 
 mod common;
 
@@ -364,6 +365,43 @@ async fn a_sigkill_mid_call_loses_at_most_the_last_second() {
     // What was kept is what was said, in place.
     let expected = through_ulaw(&said[..left.len()]);
     assert_eq!(left, expected, "caller channel up to the kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starting_on_a_shared_folder_leaves_live_recordings_alone() {
+    let dir = scratch_dir("shared-recordings");
+    let env = [("VOXGATE_RECORDING_DIR", dir.to_str().unwrap())];
+    let first = Served::start(&scratch_dir("shared-a"), &env).await;
+    let said = talking(8);
+    let script = vec![CallerStep::Audio(said.clone())];
+    let call = tokio::spawn(run_call(SimConfig::new(&first.base, script)));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    // A second instance starts on the same folder mid-call and looks for files left by a
+    // crash: the first instance's live recording is not one.
+    let second = Served::start(&scratch_dir("shared-b"), &env).await;
+    tokio::time::sleep(Duration::from_millis(1_000)).await;
+    let names = || -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    };
+    let during = names();
+    let report = call.await.unwrap().unwrap();
+    assert_eq!(
+        during,
+        [format!("{}.wav.part", report.call_uuid)],
+        "mid-call, with the second instance up"
+    );
+    let path = dir.join(format!("{}.wav", report.call_uuid));
+    assert!(wait_for(&path, Duration::from_secs(10)));
+    drop(second);
+    let (left, _, _) = read_stereo(&path);
+    assert_eq!(left, through_ulaw(&report.sent), "the whole call, once");
+    let wav = format!("{}.wav", report.call_uuid);
+    assert_eq!(names(), [wav.clone(), format!("{wav}.published")]);
 }
 
 /// Loudest sample of `samples`.

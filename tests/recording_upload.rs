@@ -1,11 +1,14 @@
 //! Finished recordings end up in object storage and on the call: uploads to a real
-//! S3-compatible server (moto, on loopback) including one whose first attempt is refused,
-//! a large one that goes up in parts, one that never gets through, the Ogg Opus path
+//! S3-compatible server (moto, on loopback) and to a fake Google Cloud Storage speaking
+//! its XML API (`common::gcs`, on loopback), each including one whose first attempt fails,
+//! a large one that goes up in parts and one that never gets through; the Ogg Opus path
 //! checked by an independent decoder (opus-tools), and the keep-local default through the
 //! recorder's handoff.
 //!
 //! Needs `moto_server` (`pip install 'moto[server]'`) and `opusinfo`/`opusdec`
 //! (Debian `opus-tools`); `scripts/test.sh` installs both.
+
+mod common;
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener as StdListener};
@@ -27,7 +30,9 @@ use voxgate::recording::publish::{PublishError, Publisher};
 use voxgate::recording::publish_config::{PublishConfig, RecordingFormat};
 use voxgate::recording::retention;
 use voxgate::recording::target::UploadTarget;
-use voxgate::recording::upload::Uploader;
+use voxgate::recording::upload::{PART_BYTES, Uploader};
+
+use common::gcs::{FakeGcs, Op};
 
 const BUCKET: &str = "recordings";
 
@@ -220,25 +225,51 @@ async fn delivered(store: &Arc<dyn Store>) -> Vec<EventType> {
     }
 }
 
-fn s3_config(dir: &Path, endpoint: SocketAddr, retries: u32) -> PublishConfig {
+/// Uploads of `dir`'s recordings to `url`, retried `retries` times, quickly.
+fn upload_config(
+    dir: &Path,
+    url: String,
+    retries: u32,
+    store_options: &[(&str, String)],
+) -> PublishConfig {
     PublishConfig {
         dir: dir.to_owned(),
-        upload_url: Some(format!("s3://{BUCKET}/calls")),
+        upload_url: Some(url),
         upload_retries: retries,
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
-        store_options: [
+        store_options: store_options
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), v.clone()))
+            .collect(),
+        ..PublishConfig::default()
+    }
+}
+
+fn s3_config(dir: &Path, endpoint: SocketAddr, retries: u32) -> PublishConfig {
+    upload_config(
+        dir,
+        format!("s3://{BUCKET}/calls"),
+        retries,
+        &[
             ("aws_endpoint", format!("http://{endpoint}")),
             ("aws_allow_http", "true".into()),
             ("aws_region", "us-east-1".into()),
             ("aws_access_key_id", "test".into()),
             ("aws_secret_access_key", "test".into()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), v))
-        .collect(),
-        ..PublishConfig::default()
-    }
+        ],
+    )
+}
+
+/// Uploads to `gcs` through object_store's own configuration (no environment): a service
+/// account with `disable_oauth` and the fake's base URL.
+fn gcs_config(dir: &Path, gcs: &FakeGcs, retries: u32) -> PublishConfig {
+    upload_config(
+        dir,
+        format!("gs://{BUCKET}/calls"),
+        retries,
+        &[("google_service_account_key", gcs.service_account_key())],
+    )
 }
 
 /// Reads an object back from moto directly (not through the proxy), signed like any
@@ -312,7 +343,7 @@ async fn a_large_recording_goes_up_in_parts() {
     // 16 kHz stereo PCM16 for 5 minutes: ~19 MiB, over two multipart parts.
     let recording = write_wav(&dir, "call-long", 16_000, 16_000 * 300);
     let size = std::fs::metadata(&recording.path).unwrap().len();
-    assert!(size > 2 * voxgate::recording::upload::PART_BYTES as u64);
+    assert!(size > 2 * PART_BYTES as u64);
 
     let published = publisher.publish(recording.clone()).await.unwrap();
     assert_eq!(published.attempts, 1);
@@ -355,6 +386,119 @@ async fn an_upload_that_never_gets_through_keeps_the_local_file_and_announces_no
     );
     assert_eq!(
         plane.get("call-down").await.unwrap().unwrap().recording_url,
+        None
+    );
+    assert_eq!(delivered(&store).await, []);
+}
+
+#[tokio::test]
+async fn gcs_upload_survives_a_failed_first_attempt_and_announces_the_url() {
+    let gcs = FakeGcs::start(BUCKET).await;
+    gcs.fail_next(1);
+    let dir = temp_dir("gcs");
+    let (plane, store) = plane_with_ended_call("call-gcs").await;
+    delivered(&store).await;
+    let publisher = Publisher::new(&gcs_config(&dir, &gcs, 5), plane.clone()).unwrap();
+
+    let recording = write_wav(&dir, "call-gcs", 8_000, 8_000 * 3);
+    let published = publisher.publish(recording.clone()).await.unwrap();
+
+    let seen = gcs.requests();
+    let ops: Vec<_> = seen.iter().map(|r| (r.op, r.status.as_u16())).collect();
+    assert_eq!(ops, [(Op::Put, 503), (Op::Put, 200)], "{seen:?}");
+    assert!(
+        seen.iter().all(|r| r.object == "calls/call-gcs.wav"
+            && r.authorization
+                .as_deref()
+                .is_none_or(|a| a.trim() == "Bearer")),
+        "one object, no OAuth token: {seen:?}"
+    );
+    assert_eq!(published.attempts, 2, "the second attempt went through");
+    assert_eq!(published.url, "gs://recordings/calls/call-gcs.wav");
+    let local = std::fs::read(&recording.path).unwrap();
+    assert!(
+        gcs.object("calls/call-gcs.wav").unwrap() == local,
+        "same bytes in the bucket"
+    );
+    assert!(retention::is_published(&recording.path));
+
+    let call = plane.get("call-gcs").await.unwrap().unwrap();
+    assert_eq!(call.recording_url.as_deref(), Some(published.url.as_str()));
+    assert_eq!(delivered(&store).await, [EventType::RecordingReady]);
+}
+
+#[tokio::test]
+async fn a_large_recording_goes_up_to_gcs_as_a_multipart_upload() {
+    let gcs = FakeGcs::start(BUCKET).await;
+    let dir = temp_dir("gcs-large");
+    let (plane, store) = plane_with_ended_call("call-gcs-long").await;
+    let publisher = Publisher::new(&gcs_config(&dir, &gcs, 0), plane.clone()).unwrap();
+    // 16 kHz stereo PCM16 for 5 minutes: ~19 MiB, two full parts and a short last one.
+    let recording = write_wav(&dir, "call-gcs-long", 16_000, 16_000 * 300);
+    let size = std::fs::metadata(&recording.path).unwrap().len();
+    assert!(size > 2 * PART_BYTES as u64);
+
+    let published = publisher.publish(recording.clone()).await.unwrap();
+    assert_eq!(published.attempts, 1);
+    let seen = gcs.requests();
+    assert!(seen.iter().all(|r| r.status.is_success()), "{seen:?}");
+    let mut ops: Vec<Op> = seen.iter().map(|r| r.op).collect();
+    // Parts go up concurrently, in any order, between the initiate and the complete.
+    if let [_, parts @ .., _] = ops.as_mut_slice() {
+        parts.sort();
+    }
+    assert_eq!(
+        ops,
+        [
+            Op::Initiate,
+            Op::Part(1),
+            Op::Part(2),
+            Op::Part(3),
+            Op::Complete
+        ]
+    );
+    assert_eq!(gcs.open_uploads(), 0);
+    let object = gcs.object("calls/call-gcs-long.wav").unwrap();
+    assert_eq!(object.len() as u64, size);
+    assert!(
+        object == std::fs::read(&recording.path).unwrap(),
+        "bytes differ"
+    );
+    assert!(delivered(&store).await.contains(&EventType::RecordingReady));
+}
+
+#[tokio::test]
+async fn a_gcs_upload_that_never_gets_through_keeps_the_local_file_and_announces_nothing() {
+    let gcs = FakeGcs::start(BUCKET).await;
+    gcs.fail_next(usize::MAX);
+    let dir = temp_dir("gcs-down");
+    let (plane, store) = plane_with_ended_call("call-gcs-down").await;
+    delivered(&store).await;
+    let publisher = Publisher::new(&gcs_config(&dir, &gcs, 2), plane.clone()).unwrap();
+    let recording = write_wav(&dir, "call-gcs-down", 8_000, 8_000);
+    let before = std::fs::read(&recording.path).unwrap();
+
+    let error = publisher.publish(recording.clone()).await.unwrap_err();
+    let PublishError::Upload(error) = error else {
+        panic!("expected an upload error, got {error}");
+    };
+    assert_eq!(error.attempts, 3, "one attempt and 2 retries");
+    let ops: Vec<_> = gcs
+        .requests()
+        .iter()
+        .map(|r| (r.op, r.status.as_u16()))
+        .collect();
+    assert_eq!(ops, [(Op::Put, 503); 3]);
+    assert!(gcs.object("calls/call-gcs-down.wav").is_none());
+    assert_eq!(std::fs::read(&recording.path).unwrap(), before);
+    assert!(!retention::is_published(&recording.path));
+    assert_eq!(
+        plane
+            .get("call-gcs-down")
+            .await
+            .unwrap()
+            .unwrap()
+            .recording_url,
         None
     );
     assert_eq!(delivered(&store).await, []);

@@ -1,8 +1,10 @@
 //! Shared test harness: a real voxgate server on a loopback port, and a raw Plivo-side
-//! WebSocket client for the cases the simulator is too well-behaved to produce.
+//! WebSocket client for the cases the simulator is too well-behaved to produce; a fake
+//! Google Cloud Storage in [`gcs`].
 #![allow(dead_code)]
 
 pub mod backend;
+pub mod gcs;
 
 use std::collections::HashMap;
 use std::sync::Arc;

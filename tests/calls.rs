@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestServer, correlation, utterance};
+use common::{TestServer, barge_in_script, correlation, utterance};
 use voxgate::session::journal::Event;
 use voxgate::sim::{
     CallReport, CallerStep, EventKind, LoadConfig, SimConfig, SimError, run_call, run_load,
@@ -87,18 +87,7 @@ async fn echo_round_trip_plays_back_what_the_caller_said() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn barge_in_silences_the_phone_within_40_ms_of_the_servers_speech_start() {
     let server = TestServer::start(&[]).await;
-    let script = vec![
-        CallerStep::Audio(utterance(1)),
-        // Speak again 500 ms into the agent's echo of the first utterance.
-        CallerStep::UntilAgentHeard {
-            then: Duration::from_millis(500),
-        },
-        CallerStep::Audio(utterance(2)),
-        CallerStep::UntilAgentSilent {
-            timeout: Duration::from_secs(10),
-        },
-    ];
-    let report: CallReport = run_call(SimConfig::new(&server.base, script))
+    let report: CallReport = run_call(SimConfig::new(&server.base, barge_in_script()))
         .await
         .unwrap();
     let barge = report

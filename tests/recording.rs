@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
-use common::{TestServer, api_get, correlation, scratch_dir, utterance};
+use common::{TestServer, api_get, barge_in_script, correlation, scratch_dir, utterance};
 use voxgate::audio::g711;
 use voxgate::sim::{CallReport, CallerStep, SimConfig, TurnEnd, run_call};
 
@@ -74,18 +74,8 @@ fn placement(heard: &[i16], recorded: &[i16], from: usize, to: usize, window: us
 async fn a_recorded_call_holds_each_side_where_it_was_said_and_heard() {
     let server = TestServer::start(&[]).await;
     let dir = server.state.config.recording.dir.clone();
-    let script = vec![
-        CallerStep::Audio(utterance(1)),
-        // Barge in 500 ms into the agent's echo of the first utterance.
-        CallerStep::UntilAgentHeard {
-            then: Duration::from_millis(500),
-        },
-        CallerStep::Audio(utterance(2)),
-        CallerStep::UntilAgentSilent {
-            timeout: Duration::from_secs(10),
-        },
-        CallerStep::Silence(Duration::from_millis(300)),
-    ];
+    let mut script = barge_in_script();
+    script.push(CallerStep::Silence(Duration::from_millis(300)));
     let report: CallReport = run_call(SimConfig::new(&server.base, script))
         .await
         .unwrap();

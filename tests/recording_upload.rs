@@ -272,6 +272,19 @@ fn gcs_config(dir: &Path, gcs: &FakeGcs, retries: u32) -> PublishConfig {
     )
 }
 
+/// The bucket holds exactly the local recording, and `call.recording_ready` went out.
+async fn assert_stored(object: &[u8], recording: &FinishedRecording, store: &Arc<dyn Store>) {
+    assert_eq!(
+        object.len() as u64,
+        std::fs::metadata(&recording.path).unwrap().len()
+    );
+    assert!(
+        object == std::fs::read(&recording.path).unwrap(),
+        "bytes differ"
+    );
+    assert!(delivered(store).await.contains(&EventType::RecordingReady));
+}
+
 /// Reads an object back from moto directly (not through the proxy), signed like any
 /// S3 client would.
 async fn s3_object(moto: &Moto, key: &str) -> Vec<u8> {
@@ -348,12 +361,7 @@ async fn a_large_recording_goes_up_in_parts() {
     let published = publisher.publish(recording.clone()).await.unwrap();
     assert_eq!(published.attempts, 1);
     let object = s3_object(&moto, "calls/call-long.wav").await;
-    assert_eq!(object.len() as u64, size);
-    assert!(
-        object == std::fs::read(&recording.path).unwrap(),
-        "bytes differ"
-    );
-    assert!(delivered(&store).await.contains(&EventType::RecordingReady));
+    assert_stored(&object, &recording, &store).await;
 }
 
 #[tokio::test]
@@ -459,12 +467,7 @@ async fn a_large_recording_goes_up_to_gcs_as_a_multipart_upload() {
     );
     assert_eq!(gcs.open_uploads(), 0);
     let object = gcs.object("calls/call-gcs-long.wav").unwrap();
-    assert_eq!(object.len() as u64, size);
-    assert!(
-        object == std::fs::read(&recording.path).unwrap(),
-        "bytes differ"
-    );
-    assert!(delivered(&store).await.contains(&EventType::RecordingReady));
+    assert_stored(&object, &recording, &store).await;
 }
 
 #[tokio::test]

@@ -127,11 +127,12 @@ impl WavSink {
             .create_new(true)
             .open(&part)
             .map_err(io(&part))?;
-        let lock = file
-            .try_lock()
-            .is_ok()
-            .then(|| file.try_clone().ok())
-            .flatten();
+        // Held through a second handle until the rename; none where the file system has
+        // no locks.
+        let lock = match file.try_lock() {
+            Ok(()) => file.try_clone().ok(),
+            Err(_) => None,
+        };
         let spec = hound::WavSpec {
             channels: 2,
             sample_rate: rate.hz(),

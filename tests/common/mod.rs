@@ -257,6 +257,22 @@ pub fn utterance(n: u8) -> Vec<i16> {
     .unwrap()
 }
 
+/// A caller who says utterance 1, speaks again (utterance 2) 500 ms into the agent's echo
+/// of it, then waits for the agent to finish.
+pub fn barge_in_script() -> Vec<voxgate::sim::CallerStep> {
+    use voxgate::sim::CallerStep;
+    vec![
+        CallerStep::Audio(utterance(1)),
+        CallerStep::UntilAgentHeard {
+            then: Duration::from_millis(500),
+        },
+        CallerStep::Audio(utterance(2)),
+        CallerStep::UntilAgentSilent {
+            timeout: Duration::from_secs(10),
+        },
+    ]
+}
+
 /// Normalized cross-correlation of `a` against `b` shifted by `lag` samples.
 pub fn correlation(a: &[i16], b: &[i16], lag: usize) -> f64 {
     let b = &b[lag..lag + a.len()];

@@ -37,3 +37,9 @@ if ! command -v cargo >/dev/null 2>&1; then
     export PATH="$HOME/.cargo/bin:$PATH"
   fi
 fi
+
+if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
+  # test.sh checks formatting and clippy; a minimal rustup profile has neither.
+  cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+  cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+fi

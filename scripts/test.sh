@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One command from a fresh Debian machine to the whole test suite: installs what is
-# missing, starts Redis if none answers on 127.0.0.1:6379, runs every test and every
-# bench once (test mode), and a short smoke of each fuzz target.
+# missing, starts Redis if none answers on 127.0.0.1:6379, checks formatting, clippy
+# (warnings are errors) and rustdoc, runs every test and every bench once (test mode), and
+# a short smoke of each fuzz target.
 # Exits non-zero when anything fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,6 +35,15 @@ if ! command -v moto_server >/dev/null 2>&1; then
   fi
   export PATH="$PWD/target/pytools/bin:$PATH"
 fi
+
+# The habits every commit keeps: formatted, warning-free (missing docs included), and
+# docs that build without a broken link. Any of them failing fails the suite.
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy --all-targets -D warnings"
+cargo clippy --locked --all-targets -- -D warnings
+echo "== cargo doc --no-deps (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --locked --no-deps --quiet
 
 echo "== cargo test"
 log=$(mktemp)

@@ -96,6 +96,7 @@ struct Counters {
     dropped_in: Counter,
     reordered: Counter,
     late: Counter,
+    resync: Counter,
 }
 
 impl Counters {
@@ -106,6 +107,7 @@ impl Counters {
             dropped_in: counter!(telemetry::FRAMES_DROPPED, "stage" => "pipeline_in"),
             reordered: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "reordered"),
             late: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "late"),
+            resync: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "resync"),
         }
     }
 }
@@ -273,7 +275,12 @@ impl Session {
         self.attachment
             .journal
             .record(Event::StreamEnded { reason });
-        info!(reason, lost_chunks = self.reorder.lost(), "stream ended");
+        info!(
+            reason,
+            lost_chunks = self.reorder.lost(),
+            resyncs = self.reorder.resyncs(),
+            "stream ended"
+        );
     }
 
     fn send(&self, message: &Outbound<'_>) {
@@ -415,6 +422,13 @@ impl Session {
                 Outcome::InOrder => {}
                 Outcome::Held => counters.reordered.increment(1),
                 Outcome::Late => counters.late.increment(1),
+                Outcome::Resync { distance, ahead } => {
+                    counters.resync.increment(1);
+                    // Logged once per call: a peer sending stray numbers cannot flood the log.
+                    if self.reorder.resyncs() == 1 {
+                        warn!(distance, ahead, "media chunk numbering jumped: resynchronised");
+                    }
+                }
             }
         } else if samples > 0 {
             // Not one 20 ms frame: cut into frames (the last padded with silence).

@@ -176,15 +176,20 @@ impl RawCall {
         self.text(start).await;
     }
 
-    /// One `media` message of µ-law bytes.
+    /// One `media` message of µ-law bytes, stamped where chunk `chunk` belongs.
     pub async fn media(&mut self, chunk: u64, ulaw: &[u8]) {
+        self.media_at(chunk, chunk.saturating_sub(1).saturating_mul(20), ulaw)
+            .await;
+    }
+
+    /// One `media` message of µ-law bytes with the given chunk number and timestamp.
+    pub async fn media_at(&mut self, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) {
         use base64::Engine as _;
         let payload = base64::engine::general_purpose::STANDARD.encode(ulaw);
         let text = format!(
-            r#"{{"event":"media","sequenceNumber":{},"streamId":"{}","media":{{"track":"inbound","timestamp":"{}","chunk":{chunk},"payload":"{payload}"}}}}"#,
-            chunk + 1,
+            r#"{{"event":"media","sequenceNumber":{},"streamId":"{}","media":{{"track":"inbound","timestamp":"{timestamp_ms}","chunk":{chunk},"payload":"{payload}"}}}}"#,
+            chunk.wrapping_add(1),
             self.stream_id,
-            (chunk - 1) * 20
         );
         self.text(text).await;
     }

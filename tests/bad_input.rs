@@ -86,31 +86,35 @@ async fn bad_input_is_dropped_and_counted_while_other_calls_carry_on() {
     ))
     .await;
 
-    // Duplicate and out-of-order chunks: reordered within the window, late ones dropped.
-    let late_before = server
-        .metric(r#"voxgate_chunks_out_of_order_total{outcome="late"}"#)
-        .await;
-    let held_before = server
-        .metric(r#"voxgate_chunks_out_of_order_total{outcome="reordered"}"#)
-        .await;
+    // Duplicate and out-of-order chunks: reordered within the window, a duplicate dropped,
+    // a number far from the stream's (2000 after 1000, 1990 after 2003) followed as a
+    // new base.
+    let outcome = |outcome: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .metric(&format!(
+                    r#"voxgate_chunks_out_of_order_total{{outcome="{outcome}"}}"#
+                ))
+                .await
+        }
+    };
+    let before = [
+        outcome("late").await,
+        outcome("reordered").await,
+        outcome("resync").await,
+    ];
     for chunk in [2000, 2002, 2001, 2001, 2003, 1990] {
         bad.media(chunk, &SILENCE).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(
-        server
-            .metric(r#"voxgate_chunks_out_of_order_total{outcome="late"}"#)
-            .await
-            - late_before,
-        2.0
-    );
-    assert_eq!(
-        server
-            .metric(r#"voxgate_chunks_out_of_order_total{outcome="reordered"}"#)
-            .await
-            - held_before,
-        1.0
-    );
+    let after = [
+        outcome("late").await,
+        outcome("reordered").await,
+        outcome("resync").await,
+    ];
+    let counted: Vec<f64> = after.iter().zip(before).map(|(a, b)| a - b).collect();
+    assert_eq!(counted, [1.0, 1.0, 2.0], "late, reordered, resync");
 
     // A client that disconnects mid-utterance: its stream ends, nothing else does.
     let mut quitter = RawCall::open(&server.base, "quitter").await;

@@ -34,7 +34,11 @@ async fn echo_with_strays(base: &str, call_id: &str, strays: &[u64]) -> Vec<u8> 
 async fn one_stray_chunk_number_does_not_deafen_the_call() {
     let server = TestServer::start(&[]).await;
     let clean = echo_with_strays(&server.base, "clean-call", &[]).await;
-    assert!(clean.len() >= 100 * 160, "a clean call echoes: {}", clean.len());
+    assert!(
+        clean.len() >= 100 * 160,
+        "a clean call echoes: {}",
+        clean.len()
+    );
     for (call_id, strays) in [
         ("ahead-1000", vec![10 + 1_000]),
         ("ahead-2-53", vec![10 + (1 << 53)]),

@@ -426,7 +426,10 @@ impl Session {
                     counters.resync.increment(1);
                     // Logged once per call: a peer sending stray numbers cannot flood the log.
                     if self.reorder.resyncs() == 1 {
-                        warn!(distance, ahead, "media chunk numbering jumped: resynchronised");
+                        warn!(
+                            distance,
+                            ahead, "media chunk numbering jumped: resynchronised"
+                        );
                     }
                 }
             }

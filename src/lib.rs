@@ -14,6 +14,7 @@ pub mod audio;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod logs;
 pub mod recording;
 pub mod server;
 pub mod session;

@@ -32,9 +32,9 @@ use voxgate::control::deliver::{Deliverer, DelivererConfig};
 use voxgate::control::lifecycle::Observation;
 use voxgate::control::model::{CallRecord, Direction, EventType};
 use voxgate::control::plane::ControlPlane;
-use voxgate::control::retry::RetryPolicy;
 use voxgate::control::sinks::{BackendSink, Sink};
 use voxgate::control::store::{RedisStore, SinkKind, SqliteStore, Store};
+use voxgate::retry::RetryPolicy;
 
 const CALLS: usize = 1_000;
 const EVENTS_PER_CALL: usize = 5;

@@ -992,7 +992,7 @@ fn validate_control(raw: RawControl) -> Result<ControlConfig, ConfigError> {
         delivery_retry_cap: secs(
             "control.delivery_retry_cap_secs",
             raw.delivery_retry_cap_secs,
-            crate::control::retry::RetryPolicy::default().cap,
+            crate::retry::RetryPolicy::default().cap,
         )?,
     })
 }

@@ -5,7 +5,7 @@
 //! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
 //! [`http`] serves Plivo's routes, [`server`] wires
 //! them into `voxgate serve`, [`session`] runs each call's media socket, and [`sim`]
-//! plays Plivo's side for tests, benches and load.
+//! plays Plivo's side for tests, benches and load. [`retry`] times every retry.
 
 #![forbid(unsafe_code)]
 
@@ -16,6 +16,7 @@ pub mod control;
 pub mod http;
 pub mod logs;
 pub mod recording;
+pub mod retry;
 pub mod server;
 pub mod session;
 pub mod sim;

@@ -6,9 +6,8 @@
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use voxgate::telephony::plivo::rest::{
-    Cdr, LiveCall, MakeCallResponse, PlivoTime, RetryPolicy, check_uuid,
-};
+use voxgate::retry::{RetryDecision, RetryPolicy};
+use voxgate::telephony::plivo::rest::{Cdr, LiveCall, MakeCallResponse, PlivoTime, check_uuid};
 
 type Input = (Vec<u8>, String, (u32, u32), (u64, u64, u64), Option<u64>, i32);
 
@@ -36,16 +35,19 @@ fuzz_target!(|input: Input| {
         assert!(text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
     }
 
+    // The REST client's shape of policy: an attempt budget, no age limit.
     let policy = RetryPolicy {
-        retries,
         base: Duration::from_micros(base),
         cap: Duration::from_micros(cap),
-        max_retry_after: Duration::from_micros(max_after),
-    };
+        max_attempts: None,
+        max_age: None,
+        max_retry_after: Some(Duration::from_micros(max_after)),
+    }
+    .with_retries(retries);
     let after = retry_after.map(Duration::from_micros);
-    if let Some(delay) = policy.delay(retry, after) {
-        assert!(retry >= 1 && retry <= retries);
+    if let RetryDecision::RetryAt(delay) = policy.next(retry, Duration::ZERO, after) {
+        assert!(retry <= retries);
         assert!(delay <= policy.ceiling(retry).max(after.unwrap_or_default()));
-        assert!(after.is_none_or(|a| a <= policy.max_retry_after && delay >= a));
+        assert!(after.is_none_or(|a| Some(a) <= policy.max_retry_after && delay >= a));
     }
 });

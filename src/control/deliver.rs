@@ -39,9 +39,9 @@ use tokio::sync::Notify;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use super::retry::{RetryDecision, RetryPolicy};
 use super::sinks::{Delivery, Sink};
 use super::store::{OutboxEntry, SinkKind, Store};
+use crate::retry::{RetryDecision, RetryPolicy};
 use crate::telemetry;
 
 #[cfg(test)]
@@ -97,7 +97,7 @@ impl Deliverer {
                 kind: sink.kind(),
                 store: Arc::clone(&store),
                 sink,
-                policy: policy.clone(),
+                policy,
                 config: config.clone(),
                 wake,
                 shutdown: shutdown.clone(),

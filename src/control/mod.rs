@@ -11,7 +11,6 @@ pub mod lifecycle;
 pub mod model;
 pub mod plane;
 pub mod reconcile;
-pub mod retry;
 pub mod service;
 pub mod sinks;
 pub mod store;

@@ -18,11 +18,11 @@ use tracing::{info, warn};
 use super::deliver::{Deliverer, DelivererConfig};
 use super::plane::ControlPlane;
 use super::reconcile::Reconciler;
-use super::retry::RetryPolicy;
 use super::sinks::{BackendSink, QueueSink, Sink};
 use super::store::{RedisStore, SinkKind, SqliteStore, Store};
 use crate::config::Config;
 use crate::config::StoreMode;
+use crate::retry::RetryPolicy;
 use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
 
 /// A shared Plivo REST client.
@@ -109,7 +109,9 @@ impl ControlService {
                     rest_config.base_url = config.plivo.api_url.clone();
                     let mut reconcile_config = rest_config.clone();
                     reconcile_config.request_timeout = control.reconcile.request_timeout;
-                    reconcile_config.retry.retries = control.reconcile.retries;
+                    reconcile_config.retry = reconcile_config
+                        .retry
+                        .with_retries(control.reconcile.retries);
                     let rest = PlivoRest::new(rest_config)
                         .map_err(|e| StartError::Plivo(e.to_string()))?;
                     let reconcile = PlivoRest::new(reconcile_config)
@@ -122,7 +124,7 @@ impl ControlService {
                 }
             };
         let policy = RetryPolicy {
-            max_age: control.delivery_max_age,
+            max_age: Some(control.delivery_max_age),
             cap: control.delivery_retry_cap,
             ..RetryPolicy::default()
         };

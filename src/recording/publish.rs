@@ -29,8 +29,8 @@ use super::retention;
 use super::target::file_url;
 use super::upload::{StoreSetupError, UploadError, Uploader};
 use crate::control::plane::ControlPlane;
-use crate::control::retry::{RetryDecision, RetryPolicy};
 use crate::control::store::StoreError;
+use crate::retry::{RetryDecision, RetryPolicy};
 use crate::telemetry;
 
 /// Where a published recording is announced.

@@ -11,7 +11,7 @@ use thiserror::Error;
 
 use super::target::{TargetError, UploadTarget};
 pub use crate::config::RecordingFormat;
-use crate::control::retry::{RetryPolicy, RetryPolicyError};
+use crate::retry::{RetryPolicy, RetryPolicyError};
 
 /// How recordings are published.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -119,9 +119,11 @@ impl PublishConfig {
         RetryPolicy {
             base: self.retry_base,
             cap: self.retry_cap,
-            max_age: Duration::from_secs(6 * 60 * 60),
-            max_attempts: Some(self.upload_retries.saturating_add(1)),
+            max_attempts: None,
+            max_age: Some(Duration::from_secs(6 * 60 * 60)),
+            max_retry_after: None,
         }
+        .with_retries(self.upload_retries)
     }
 
     /// How long published local copies are kept, if they expire.

@@ -10,7 +10,7 @@
 //!
 //! Retries are ours, not object_store's (its own retry layer is switched off so one
 //! policy decides): capped exponential backoff with full jitter
-//! ([`crate::control::retry::RetryPolicy`]) and a bounded attempt budget. Each retry is
+//! ([`crate::retry`]) and a bounded attempt budget. Each retry is
 //! logged at warn and counted; the give-up is logged once at error and counted. A missing
 //! or unreadable local file, bad credentials or a refused permission are not retried.
 //!
@@ -19,7 +19,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use object_store::ObjectStore;
 use object_store::RetryConfig;
@@ -33,7 +33,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tracing::{error, info, warn};
 
 use super::target::UploadTarget;
-use crate::control::retry::{RetryDecision, RetryPolicy};
+use crate::retry::{Backoff, RetryPolicy};
 use crate::telemetry;
 
 /// Upload buffer: files up to this size go up in one request, larger ones as multipart
@@ -226,10 +226,9 @@ impl Uploader {
     ) -> Result<Uploaded, UploadError> {
         let key = self.target.key(call_id, ext);
         let kind = self.target.kind();
-        let started = Instant::now();
-        let mut attempts = 0u32;
+        let mut backoff = Backoff::new(self.policy);
         loop {
-            attempts += 1;
+            let attempts = backoff.retries() + 1;
             let error = match self.put_once(file, &key).await {
                 Ok(bytes) => {
                     let url = self.target.url(&key, self.public_base.as_deref());
@@ -243,19 +242,19 @@ impl Uploader {
                 }
                 Err(error) => error,
             };
-            let decision = if error.retriable() {
-                self.policy.next(attempts, started.elapsed(), None)
+            let delay = if error.retriable() {
+                backoff.next_delay(None)
             } else {
-                RetryDecision::GiveUp
+                None
             };
-            match decision {
-                RetryDecision::RetryAt(delay) => {
+            match delay {
+                Some(delay) => {
                     warn!(%call_id, %key, attempts, ?delay, %error, "recording upload failed; will retry");
                     metrics::counter!(telemetry::RECORDING_UPLOAD_RETRIES, "target" => kind)
                         .increment(1);
                     tokio::time::sleep(delay).await;
                 }
-                RetryDecision::GiveUp => {
+                None => {
                     error!(%call_id, %key, attempts, %error, "recording upload gave up; the local file is kept");
                     return Err(UploadError {
                         key: key.to_string(),

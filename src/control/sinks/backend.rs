@@ -32,12 +32,13 @@ use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use hmac::{Hmac, KeyInit, Mac};
 use reqwest::StatusCode;
-use reqwest::header::{CONTENT_TYPE, HeaderMap, RETRY_AFTER};
+use reqwest::header::CONTENT_TYPE;
 use serde::Serialize;
 use sha2::Sha256;
 
 use super::{Delivery, OutboxEntry, Sink, SinkError, SinkKind, error_chain, held_back};
 use crate::control::model::{CallEvent, EventType};
+use crate::retry::retry_after;
 
 #[cfg(test)]
 mod tests;
@@ -278,20 +279,6 @@ pub fn classify(status: StatusCode, retry_after: Option<Duration>, body: &str) -
             retry_after,
         },
     }
-}
-
-/// `Retry-After` as a delay: delta-seconds or an HTTP date (a date in the past is zero).
-fn retry_after(headers: &HeaderMap, now: DateTime<Utc>) -> Option<Duration> {
-    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&Utc) - now)
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
 }
 
 #[async_trait]

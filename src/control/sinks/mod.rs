@@ -3,7 +3,7 @@
 //!
 //! A sink owns one half of retry logic: it decides, per entry, whether the outcome was a
 //! success, worth retrying, or permanent ([`Delivery`]). When to retry is the
-//! [`RetryPolicy`](crate::control::retry::RetryPolicy)'s call, and acknowledging, retrying
+//! [`RetryPolicy`](crate::retry::RetryPolicy)'s call, and acknowledging, retrying
 //! and dead-lettering is the [`Deliverer`](crate::control::deliver::Deliverer)'s.
 //!
 //! Invariants every sink keeps:

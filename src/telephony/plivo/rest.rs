@@ -5,7 +5,8 @@
 //! `Arc<dyn PlivoApi>` (so tests swap in a fake), and [`PlivoRest`], its implementation
 //! over one `reqwest::Client` built once with Basic auth, `User-Agent: voxgate/<version>`,
 //! a per-attempt timeout and no redirects. Layout: `types` (shapes and tolerant parsing),
-//! `error` ([`RestError`] and whether an outcome is retriable), `retry` (when to retry).
+//! `error` ([`RestError`] and whether an outcome is retriable); when to retry is
+//! [`crate::retry`]'s business.
 //!
 //! Invariants and what this module must never do:
 //! - never send a request whose path would hold an empty or odd uuid: a uuid must be 1–64
@@ -23,7 +24,6 @@
 //! outcome.
 
 mod error;
-mod retry;
 mod types;
 
 #[cfg(test)]
@@ -38,8 +38,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderMap, HeaderValue};
 use reqwest::{Method, StatusCode};
 
+use crate::retry::{self, Backoff, RetryPolicy};
+
 pub use error::{BuildError, RestError};
-pub use retry::RetryPolicy;
 pub use types::{
     CallbackMethod, Cdr, HangupOutcome, LiveCall, MakeCall, MakeCallResponse, PlivoTime,
 };
@@ -106,11 +107,13 @@ impl RestConfig {
             auth_token: auth_token.into(),
             request_timeout: Duration::from_secs(30),
             retry: RetryPolicy {
-                retries: 3,
                 base: Duration::from_millis(500),
                 cap: Duration::from_secs(8),
-                max_retry_after: Duration::from_secs(30),
-            },
+                max_attempts: None,
+                max_age: None,
+                max_retry_after: Some(Duration::from_secs(30)),
+            }
+            .with_retries(3),
         }
     }
 }
@@ -171,8 +174,10 @@ enum Reply {
 
 impl PlivoRest {
     /// Builds the client. Fails on a bad base URL, an empty or non-alphanumeric auth id,
-    /// an empty auth token, or a TLS backend that will not start.
+    /// an empty auth token, a retry policy that does not validate, or a TLS backend that
+    /// will not start.
     pub fn new(config: RestConfig) -> Result<Self, BuildError> {
+        config.retry.validate()?;
         let base = config.base_url.trim_end_matches('/');
         let bad_url = |why: &str| BuildError::BaseUrl {
             url: config.base_url.clone(),
@@ -226,7 +231,7 @@ impl PlivoRest {
 
     /// Sends `request`, retrying retriable failures as [`RetryPolicy`] allows.
     async fn execute(&self, request: &Request) -> Result<Reply, RestError> {
-        let mut retry = 0u32;
+        let mut backoff = Backoff::new(self.retry);
         loop {
             let error = match self.attempt(request).await {
                 Ok(reply) => return Ok(reply),
@@ -234,15 +239,15 @@ impl PlivoRest {
             };
             let retriable = error.is_retriable(request.idempotent());
             let delay = if retriable {
-                self.retry.delay(retry + 1, error.retry_after())
+                backoff.next_delay(error.retry_after())
             } else {
                 None
             };
             let Some(delay) = delay else {
-                if retriable || retry > 0 {
+                if retriable || backoff.retries() > 0 {
                     tracing::error!(
                         op = request.op,
-                        attempts = retry + 1,
+                        attempts = backoff.retries() + 1,
                         kind = error.kind(),
                         error = %error,
                         "Plivo REST request failed; giving up"
@@ -252,10 +257,9 @@ impl PlivoRest {
                 }
                 return Err(error);
             };
-            retry += 1;
             tracing::warn!(
                 op = request.op,
-                attempt = retry,
+                attempt = backoff.retries(),
                 delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
                 kind = error.kind(),
                 error = %error,
@@ -299,7 +303,7 @@ impl PlivoRest {
         } else if status == StatusCode::NOT_FOUND && request.not_found_ok {
             Ok(Reply::NotFound)
         } else {
-            let retry_after = retry::parse_retry_after(response.headers());
+            let retry_after = retry::retry_after(response.headers(), chrono::Utc::now());
             Err(RestError::from_status(status, retry_after, &body))
         }
     }

@@ -333,33 +333,6 @@ fn statuses_are_classified_as_designed() {
 }
 
 #[test]
-fn retry_after_takes_seconds_or_an_http_date() {
-    let now = DateTime::parse_from_rfc3339("2026-05-01T12:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc);
-    let headers = |value: &str| {
-        let mut map = HeaderMap::new();
-        map.insert(RETRY_AFTER, value.parse().unwrap());
-        map
-    };
-    assert_eq!(
-        retry_after(&headers("120"), now),
-        Some(Duration::from_secs(120))
-    );
-    assert_eq!(
-        retry_after(&headers("Fri, 01 May 2026 12:00:30 GMT"), now),
-        Some(Duration::from_secs(30))
-    );
-    assert_eq!(
-        retry_after(&headers("Fri, 01 May 2026 11:00:00 GMT"), now),
-        Some(Duration::ZERO),
-        "a date in the past means now"
-    );
-    assert_eq!(retry_after(&headers("soon"), now), None);
-    assert_eq!(retry_after(&HeaderMap::new(), now), None);
-}
-
-#[test]
 fn construction_checks_url_and_secret() {
     assert!(BackendSink::new("http://backend.local:8000/", SECRET, TIMEOUT).is_ok());
     assert!(matches!(

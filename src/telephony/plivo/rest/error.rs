@@ -1,6 +1,6 @@
 //! What can go wrong talking to Plivo's REST API, and the first half of the retry split:
 //! whether an outcome is worth retrying ([`RestError::is_retriable`]). When to retry is the
-//! business of [`super::retry`].
+//! business of [`crate::retry`].
 //!
 //! Errors hold strings, not `reqwest::Error`s, so they are `Clone` + `PartialEq` (a mock
 //! `PlivoApi` can hand them out) and never carry a request with its `Authorization` header.
@@ -244,4 +244,7 @@ pub enum BuildError {
     /// The HTTP client could not be built (TLS backend).
     #[error("could not build the HTTP client: {0}")]
     Client(String),
+    /// The retry timing would retry in a tight loop or never.
+    #[error("Plivo REST retries: {0}")]
+    Retry(#[from] crate::retry::RetryPolicyError),
 }

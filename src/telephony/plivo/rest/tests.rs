@@ -15,11 +15,13 @@ fn config(base_url: String) -> RestConfig {
         base_url,
         request_timeout: Duration::from_secs(2),
         retry: RetryPolicy {
-            retries: 3,
             base: Duration::from_millis(1),
             cap: Duration::from_millis(5),
-            max_retry_after: Duration::from_secs(2),
-        },
+            max_attempts: None,
+            max_age: None,
+            max_retry_after: Some(Duration::from_secs(2)),
+        }
+        .with_retries(3),
         ..RestConfig::new(ID, TOKEN)
     }
 }
@@ -465,6 +467,9 @@ fn config_is_checked_and_never_shows_the_token() {
         };
         assert!(matches!(bad(config), BuildError::BaseUrl { .. }), "{url}");
     }
+    let mut spinning = good.clone();
+    spinning.retry.base = Duration::ZERO;
+    assert!(matches!(bad(spinning), BuildError::Retry(_)));
     let rest = PlivoRest::new(RestConfig {
         base_url: "https://api.plivo.com/".into(),
         ..good.clone()

@@ -11,7 +11,7 @@
 //! Formatting happens only for a line that is written (never per frame: the media path
 //! does not log per frame), so the extra buffer per line is not on the hot path.
 
-use std::fmt::{self, Write as _};
+use std::fmt;
 
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::FormatFields;

@@ -326,6 +326,21 @@ async fn the_api_refuses_bad_requests_clearly_and_never_places_twice() {
         .await
         .unwrap();
     assert_eq!(unauthorized.status(), 401);
+    // The scheme is case-insensitive; the token is not.
+    for (scheme, token, status) in [
+        ("bearer", API_TOKEN.to_owned(), 404),
+        ("BEARER", API_TOKEN.to_owned(), 404),
+        ("Basic", API_TOKEN.to_owned(), 401),
+        ("Bearer", API_TOKEN.to_uppercase(), 401),
+    ] {
+        let response = reqwest::Client::new()
+            .get(format!("{}/v1/calls/no-such-call", s.server.base))
+            .header("authorization", format!("{scheme} {token}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), status, "{scheme} {token}");
+    }
     let malformed = reqwest::Client::new()
         .post(format!("{}/v1/calls", s.server.base))
         .bearer_auth(API_TOKEN)

@@ -166,8 +166,10 @@ fn authorize<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Control
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
+        .and_then(|v| v.trim_start().split_once(' '))
+        // The scheme is case-insensitive (RFC 9110 §11.1): `bearer`, `BEARER` work too.
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim())
         .unwrap_or("");
     let known = &state.config.control.api_tokens;
     let ok = !token.is_empty()

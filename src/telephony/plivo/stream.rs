@@ -32,7 +32,10 @@ pub enum ParseError {
     /// The message is larger than [`MAX_MESSAGE_BYTES`].
     #[error("message of {0} bytes is over the {MAX_MESSAGE_BYTES}-byte limit")]
     TooLarge(usize),
-    /// Not JSON, not an object, or a known event with a field missing or mistyped.
+    /// Valid or not, the text is not a JSON object (`[1,2]`, `null`, `"media"`).
+    #[error("message is not a JSON object")]
+    NotAnObject,
+    /// Not JSON, or a known event with a field missing or mistyped.
     #[error("malformed {event} message: {source}")]
     Malformed {
         /// The event being parsed (`"message"` when the envelope itself was bad).
@@ -55,6 +58,7 @@ impl ParseError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::TooLarge(_) => "too_large",
+            Self::NotAnObject => "malformed_json",
             Self::Malformed { source, .. } if source.is_data() => "missing_or_invalid_field",
             Self::Malformed { .. } => "malformed_json",
             Self::UnsupportedFormat { .. } => "unsupported_format",
@@ -74,6 +78,9 @@ pub enum PayloadError {
     /// The payload holds more than the caller's buffers can take.
     #[error("payload too large for the frame buffer")]
     TooLarge,
+    /// The payload holds no audio at all.
+    #[error("payload is empty")]
+    Empty,
 }
 
 impl PayloadError {
@@ -83,6 +90,7 @@ impl PayloadError {
             Self::Base64 => "bad_base64",
             Self::PartialSample(_) => "partial_sample",
             Self::TooLarge => "payload_too_large",
+            Self::Empty => "empty_payload",
         }
     }
 }
@@ -156,6 +164,9 @@ pub fn decode_payload(
         Err(base64::DecodeSliceError::OutputSliceTooSmall) => return Err(PayloadError::TooLarge),
         Err(base64::DecodeSliceError::DecodeError(_)) => return Err(PayloadError::Base64),
     };
+    if bytes.is_empty() {
+        return Err(PayloadError::Empty);
+    }
     match format {
         MediaFormat::MuLaw8k => {
             g711::decode_ulaw(bytes, out).map_err(|_| PayloadError::TooLarge)?;
@@ -450,6 +461,9 @@ fn body<'a, T: Deserialize<'a>>(text: &'a str, event: &'static str) -> Result<T,
 pub fn parse_inbound(text: &str) -> Result<Inbound<'_>, ParseError> {
     if text.len() > MAX_MESSAGE_BYTES {
         return Err(ParseError::TooLarge(text.len()));
+    }
+    if !text.trim_start().starts_with('{') {
+        return Err(ParseError::NotAnObject);
     }
     // First pass reads only `event` (other fields are skipped); the second parses the
     // named event's struct.

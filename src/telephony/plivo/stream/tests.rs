@@ -115,6 +115,8 @@ fn bad_payloads_are_errors() {
         let err = decode_payload(bad, MediaFormat::MuLaw8k, &mut scratch, &mut pcm).unwrap_err();
         assert_eq!(err, PayloadError::Base64, "{bad:?}");
     }
+    let err = decode_payload("", MediaFormat::MuLaw8k, &mut scratch, &mut pcm).unwrap_err();
+    assert_eq!((err, err.kind()), (PayloadError::Empty, "empty_payload"));
     // More samples than the output holds.
     let long = BASE64.encode([0xFFu8; 9]);
     let err = decode_payload(&long, MediaFormat::MuLaw8k, &mut scratch, &mut pcm).unwrap_err();
@@ -204,8 +206,11 @@ fn malformed_messages_are_errors_with_a_kind() {
         ("", "malformed_json"),
         ("{", "malformed_json"),
         ("not json", "malformed_json"),
-        ("[1,2]", "missing_or_invalid_field"),
-        ("42", "missing_or_invalid_field"),
+        ("[1,2]", "malformed_json"),
+        ("42", "malformed_json"),
+        ("null", "malformed_json"),
+        (r#""media""#, "malformed_json"),
+        ("  [1]", "malformed_json"),
         (r#"{"sequenceNumber":1}"#, "missing_or_invalid_field"),
         (r#"{"event":7}"#, "missing_or_invalid_field"),
         (

@@ -2,5 +2,6 @@
 
 pub mod answer;
 pub mod rest;
+pub mod seen;
 pub mod signature;
 pub mod stream;

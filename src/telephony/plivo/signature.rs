@@ -148,6 +148,18 @@ pub fn sign_v3_headers(
     [(SIGNATURE_V3_HEADER, signature), (NONCE_V3_HEADER, nonce)]
 }
 
+/// The header carrying a V3 signature's nonce.
+const NONCE_HEADER: HeaderName = HeaderName::from_static("x-plivo-signature-v3-nonce");
+
+/// The request's V3 nonce, when it has a readable one: what a replay guard remembers
+/// (a captured upgrade replayed as is carries the same nonce).
+pub fn nonce(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(NONCE_HEADER)
+        .and_then(|value| value.to_str().ok())
+        .filter(|nonce| !nonce.is_empty())
+}
+
 /// Checks Plivo's V3 signatures against one or more auth tokens (the subaccount's, the
 /// main account's, or both while a token is being rotated).
 ///
@@ -214,7 +226,7 @@ impl Verifier {
         params: &[(String, String)],
         headers: &HeaderMap,
     ) -> Result<(), SignatureError> {
-        let nonce = match headers.get(HeaderName::from_static("x-plivo-signature-v3-nonce")) {
+        let nonce = match headers.get(NONCE_HEADER) {
             None => return Err(SignatureError::Missing),
             Some(value) => value.to_str().map_err(|_| SignatureError::Invalid)?,
         };

@@ -5,7 +5,6 @@
 //! This module must never block or delay the audio path: frames reach the writer through
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
-pub mod clock;
 pub mod timeline;
 pub mod wav;
 pub mod writer;

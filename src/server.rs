@@ -15,9 +15,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
+use crate::control::plane::ControlPlane;
 use crate::control::service::ControlService;
+use crate::control::store::StoreError;
 use crate::http::{self, AppState};
-use crate::recording::publish::Publisher;
+use crate::recording::publish::{AnnounceError, Publisher, RecordingAnnouncer};
 use crate::recording::publish_config::PublishConfig;
 use crate::recording::retention;
 
@@ -25,6 +27,21 @@ use crate::recording::retention;
 const PUBLISH_DRAIN: Duration = Duration::from_secs(60);
 /// How long shutdown waits for the delivery batch in flight.
 const DELIVERY_DRAIN: Duration = Duration::from_secs(15);
+
+/// The control plane subscribes to published recordings: it stores the URL on the call and
+/// reports `call.recording_ready`. A store that is down is worth retrying; anything else
+/// (an unknown call) is not.
+#[async_trait::async_trait]
+impl RecordingAnnouncer for ControlPlane {
+    async fn announce(&self, call_id: &str, url: &str) -> Result<(), AnnounceError> {
+        self.on_recording_ready(call_id, url)
+            .await
+            .map_err(|error| match error {
+                StoreError::Backend(_) => AnnounceError::Unavailable(error.to_string()),
+                _ => AnnounceError::Rejected(error.to_string()),
+            })
+    }
+}
 
 /// A started server, not yet serving.
 pub struct Server {

@@ -1,11 +1,11 @@
 //! Call recording: a stereo WAV per call (left = caller, right = agent) written off the
 //! audio path, kept readable through crashes, then finalized, optionally encoded, uploaded
-//! and announced to the control plane as `call.recording_ready`.
+//! and announced through [`publish::RecordingAnnouncer`] to whoever subscribes (the server
+//! wires the control plane, which reports `call.recording_ready`).
 //!
 //! This module must never block or delay the audio path: frames reach the writer through
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
-pub mod clock;
 pub mod timeline;
 pub mod wav;
 pub mod writer;

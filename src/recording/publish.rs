@@ -1,6 +1,7 @@
 //! After the call: a finished recording is (optionally) encoded, stored where its URL
-//! points, marked published for retention, and announced to the control plane
-//! (`recording_url` on the call, `call.recording_ready` through the outbox).
+//! points, marked published for retention, and announced through a
+//! [`RecordingAnnouncer`] (the server wires the control plane: `recording_url` on the call,
+//! `call.recording_ready` through the outbox).
 //!
 //! Order is the guarantee: the URL is announced only after the file is stored there, and
 //! no local file is deleted before that. With `format = "opus"` the intermediate WAV is
@@ -28,23 +29,26 @@ use super::publish_config::{PublishConfig, PublishConfigError, RecordingFormat};
 use super::retention;
 use super::target::file_url;
 use super::upload::{StoreSetupError, UploadError, Uploader};
-use crate::control::plane::ControlPlane;
-use crate::control::store::StoreError;
 use crate::retry::{RetryDecision, RetryPolicy};
 use crate::telemetry;
 
-/// Where a published recording is announced.
+/// Who hears that a recording is published: recording says what it announces, the
+/// subscriber (the control plane, wired in `server.rs`) says what it does with it.
 #[async_trait]
-pub trait Announce: Send + Sync {
-    /// `call_id`'s recording is at `url`.
-    async fn recording_ready(&self, call_id: &str, url: &str) -> Result<(), StoreError>;
+pub trait RecordingAnnouncer: Send + Sync {
+    /// `call_id`'s recording is stored at `url`.
+    async fn announce(&self, call_id: &str, url: &str) -> Result<(), AnnounceError>;
 }
 
-#[async_trait]
-impl Announce for ControlPlane {
-    async fn recording_ready(&self, call_id: &str, url: &str) -> Result<(), StoreError> {
-        self.on_recording_ready(call_id, url).await
-    }
+/// Why an announcement was not taken; the publisher retries only [`AnnounceError::Unavailable`].
+#[derive(Debug, Error)]
+pub enum AnnounceError {
+    /// The subscriber cannot take it now (e.g. its store is down): worth retrying.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The subscriber refused it for good (e.g. an unknown call).
+    #[error("{0}")]
+    Rejected(String),
 }
 
 /// The recorder's end-of-call callback ([`Publisher::handoff`]).
@@ -70,9 +74,9 @@ pub enum PublishError {
     /// The upload gave up; the local file is kept.
     #[error(transparent)]
     Upload(#[from] UploadError),
-    /// The control plane did not take the URL.
+    /// The announcer did not take the URL.
     #[error("announcing the recording: {0}")]
-    Announce(StoreError),
+    Announce(AnnounceError),
     /// The local file could not be synced to disk or made absolute for its URL.
     #[error("storing {path} locally: {source}")]
     Local {
@@ -100,7 +104,7 @@ pub struct Published {
 pub struct Publisher {
     format: RecordingFormat,
     uploader: Option<Uploader>,
-    announce: Arc<dyn Announce>,
+    announce: Arc<dyn RecordingAnnouncer>,
     announce_policy: RetryPolicy,
     slots: Semaphore,
     tasks: TaskTracker,
@@ -110,7 +114,7 @@ impl Publisher {
     /// A publisher for `config`, announcing through `announce` (the control plane).
     pub fn new(
         config: &PublishConfig,
-        announce: Arc<dyn Announce>,
+        announce: Arc<dyn RecordingAnnouncer>,
     ) -> Result<Self, PublisherError> {
         let target = config.validate()?;
         let uploader = match target {
@@ -241,18 +245,18 @@ impl Publisher {
         })
     }
 
-    /// Tells the control plane, retrying while its store is unavailable.
+    /// Tells the announcer, retrying while it is unavailable.
     async fn announce_with_retries(&self, call_id: &str, url: &str) -> Result<(), PublishError> {
         let started = Instant::now();
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let error = match self.announce.recording_ready(call_id, url).await {
+            let error = match self.announce.announce(call_id, url).await {
                 Ok(()) => return Ok(()),
                 Err(error) => error,
             };
             let decision = match error {
-                StoreError::Backend(_) => {
+                AnnounceError::Unavailable(_) => {
                     self.announce_policy.next(attempts, started.elapsed(), None)
                 }
                 _ => RetryDecision::GiveUp,

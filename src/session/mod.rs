@@ -7,7 +7,17 @@
 //!
 //! The registry is touched when calls start and end, never per frame; its lock is never
 //! held across an await. Each session task is tracked, so shutdown can drain them.
+//!
+//! Each media socket is one task, split by concern: [`socket`] is the transport (the
+//! select loop, the writer, dispatch, how a stream ends); `intake` takes the caller's
+//! audio from `start` to the DSP pipeline and its record tap; `conversation` bridges the
+//! agent (VAD events and caller audio in, turns out), barges in and paces the agent's audio
+//! out through [`playout`]. [`reorder`] puts chunks back in order, [`clock`] says where the
+//! call is on the media timeline, and [`journal`] keeps what happened.
 
+pub mod clock;
+mod conversation;
+mod intake;
 pub mod journal;
 pub mod playout;
 pub mod reorder;

@@ -1,10 +1,13 @@
-//! The media clock: "now" on the call's media timeline, for the agent channel.
+//! The media clock: "now" on the call's media timeline, where the agent's audio lands.
 //!
 //! Plivo timestamps caller audio in milliseconds since the stream began; the phone plays
 //! agent audio on that same timeline. The latest caller frame seen tells where the call is:
 //! the phone is playing just past its end, and moves on in real time until the next frame
 //! arrives. That keeps agent audio on the caller's timeline whatever the jitter or the
 //! simulator's `--speed`.
+//!
+//! The session owns it (intake observes caller frames, the conversation reads "now"); the
+//! recording only ever receives the millisecond positions it gives.
 //!
 //! Never: reads a clock itself (the session passes `Instant`s), or goes backwards.
 

@@ -1,0 +1,354 @@
+//! Media intake: the caller's side of one stream, from Plivo's `start` to 20 ms frames in
+//! the DSP pipeline and out of its record tap.
+//!
+//! Owns the started stream ([`MediaStream`]: stream id, codec, the pipeline call, the
+//! recording, the media clock), decoding (base64 → µ-law or L16 → PCM16) into scratch
+//! buffers sized once, the reorder window, cutting payloads that are not one 20 ms frame,
+//! the push into the pipeline's try-only queue, and the record tap (caller channel).
+//!
+//! Budget per `media` message: no allocation (frames come from the pipeline's pool, the
+//! scratch buffers are reused), no lock, no syscall. Every bad message is dropped and
+//! counted by kind; the stream goes on. Never: awaits, writes to the socket, or talks to
+//! the agent — caller frames leave through the callback given to
+//! [`Intake::drain_caller_audio`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use metrics::{Counter, counter, gauge};
+use tracing::{info, warn};
+
+use super::Attachment;
+use super::clock::MediaClock;
+use super::journal::Event;
+use super::reorder::{Outcome, Reorder};
+use super::socket::{SessionDeps, StreamStarted};
+use crate::audio::frame::FRAME_MS;
+use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
+use crate::recording::writer::{CallRecording, Recorder};
+use crate::telemetry::{self, bad_message};
+use crate::telephony::plivo::stream::{
+    MAX_MESSAGE_BYTES, Media, MediaFormat, Start, decode_payload,
+};
+
+/// Largest media payload decoded, in bytes of audio (a 64 KiB message holds less).
+const SCRATCH_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
+
+/// A started stream: what both sides of the call need to know about it.
+pub(super) struct MediaStream {
+    /// Plivo's stream id (every outbound message names it).
+    pub(super) stream_id: String,
+    /// The codec and rate, both ways.
+    pub(super) format: MediaFormat,
+    /// The call in the DSP pipeline: frames in; VAD events and the record tap out.
+    pub(super) call: CallHandle,
+    /// The call's recording, if it is recorded.
+    pub(super) recording: Option<CallRecording>,
+    /// Where the call is on the media timeline (places agent audio in the recording).
+    pub(super) clock: MediaClock,
+}
+
+/// Counter handles taken once per session: incrementing them is one atomic add.
+struct Counters {
+    frames_in: Counter,
+    dropped_in: Counter,
+    reordered: Counter,
+    late: Counter,
+    resync: Counter,
+}
+
+impl Counters {
+    fn new() -> Self {
+        Self {
+            frames_in: counter!(telemetry::FRAMES_IN),
+            dropped_in: counter!(telemetry::FRAMES_DROPPED, "stage" => "pipeline_in"),
+            reordered: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "reordered"),
+            late: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "late"),
+            resync: counter!(telemetry::CHUNKS_OUT_OF_ORDER, "outcome" => "resync"),
+        }
+    }
+}
+
+/// The caller's side of one media socket.
+pub(super) struct Intake {
+    pipeline: Arc<Pipeline>,
+    recorder: Option<Arc<Recorder>>,
+    on_stream_started: Option<StreamStarted>,
+    stream: Option<MediaStream>,
+    reorder: Reorder,
+    scratch: Vec<u8>,
+    pcm: Vec<i16>,
+    last_media: Instant,
+    counters: Counters,
+}
+
+impl Intake {
+    /// Allocates everything the stream's messages will need.
+    pub(super) fn new(deps: &SessionDeps) -> Self {
+        Self {
+            pipeline: Arc::clone(&deps.pipeline),
+            recorder: deps.recorder.clone(),
+            on_stream_started: deps.on_stream_started.clone(),
+            stream: None,
+            reorder: Reorder::new(deps.config.reorder_window),
+            scratch: vec![0; SCRATCH_BYTES],
+            pcm: vec![0; SCRATCH_BYTES / 2],
+            last_media: Instant::now(),
+            counters: Counters::new(),
+        }
+    }
+
+    /// The started stream (`None` before `start`, or when the pipeline refused the call).
+    pub(super) fn stream(&self) -> Option<&MediaStream> {
+        self.stream.as_ref()
+    }
+
+    /// When the last `media` (or the `start`) arrived, for the idle timeout.
+    pub(super) fn last_media(&self) -> Instant {
+        self.last_media
+    }
+
+    /// Chunks that never arrived, by the reorder window's count.
+    pub(super) fn lost_chunks(&self) -> u64 {
+        self.reorder.lost()
+    }
+
+    /// Times the chunk numbering jumped and was followed from a new base.
+    pub(super) fn resyncs(&self) -> u64 {
+        self.reorder.resyncs()
+    }
+
+    /// Plivo's `start`: joins the pipeline, starts the recording and the media clock.
+    /// Returns the stream's format once it started; a duplicate or unusable `start` is
+    /// dropped and counted.
+    pub(super) fn on_start(
+        &mut self,
+        start: &Start,
+        attachment: &Attachment,
+    ) -> Option<MediaFormat> {
+        if self.stream.is_some() {
+            bad_message("duplicate_start");
+            return None;
+        }
+        let format = match start.media_format() {
+            Ok(format) => format,
+            Err(error) => {
+                bad_message(error.kind());
+                warn!(%error, "cannot take this stream's audio");
+                return None;
+            }
+        };
+        let call = match self.pipeline.join(CallOptions {
+            stt_16k: false,
+            record: true,
+        }) {
+            Ok(call) => call,
+            Err(error) => {
+                warn!(%error, "the DSP pipeline refused the call");
+                return None;
+            }
+        };
+        tracing::Span::current().record("stream_id", start.start.stream_id.as_str());
+        info!(?format, plivo_call = %start.start.call_id, took_over = attachment.took_over, "stream started");
+        attachment.journal.record(Event::StreamStarted {
+            stream_id: start.start.stream_id.clone(),
+            took_over: attachment.took_over,
+        });
+        gauge!(telemetry::ACTIVE_CALLS).increment(1.0);
+        if let Some(started) = &self.on_stream_started {
+            started(&attachment.call_id, &start.start.call_id);
+        }
+        self.last_media = Instant::now();
+        let recording = self
+            .recorder
+            .as_ref()
+            .map(|recorder| recorder.start_call(&attachment.call_id));
+        self.stream = Some(MediaStream {
+            stream_id: start.start.stream_id.clone(),
+            format,
+            call,
+            recording,
+            clock: MediaClock::new(),
+        });
+        Some(format)
+    }
+
+    /// Plivo's `media`: decodes the payload and pushes it to the pipeline in 20 ms frames,
+    /// in chunk order.
+    pub(super) fn on_media(&mut self, media: &Media<'_>) {
+        let Some(stream) = self.stream.as_mut() else {
+            bad_message("media_before_start");
+            return;
+        };
+        if media.stream_id != stream.stream_id {
+            bad_message("wrong_stream_id");
+            return;
+        }
+        self.last_media = Instant::now();
+        stream.clock.observe(media.media.timestamp, self.last_media);
+        let stream = &*stream;
+        let samples = match decode_payload(
+            &media.media.payload,
+            stream.format,
+            &mut self.scratch,
+            &mut self.pcm,
+        ) {
+            Ok(n) => n,
+            Err(error) => {
+                bad_message(error.kind());
+                return;
+            }
+        };
+        let rate = stream.format.sample_rate();
+        let frame_len = (rate / 50) as usize;
+        let pool = self.pipeline.pool();
+        let counters = &self.counters;
+        let push = |frame| {
+            counters.frames_in.increment(1);
+            if stream.call.push(frame) == Pushed::DroppedOldest {
+                counters.dropped_in.increment(1);
+            }
+        };
+        if samples == frame_len {
+            let mut frame = pool.get();
+            frame.set(
+                rate,
+                &self.pcm[..samples],
+                media.media.timestamp,
+                media.media.chunk,
+            );
+            match self.reorder.push(frame, push) {
+                Outcome::InOrder => {}
+                Outcome::Held => counters.reordered.increment(1),
+                Outcome::Late => counters.late.increment(1),
+                Outcome::Resync { distance, ahead } => {
+                    counters.resync.increment(1);
+                    // Logged once per call: a peer sending stray numbers cannot flood the log.
+                    if self.reorder.resyncs() == 1 {
+                        warn!(
+                            distance,
+                            ahead, "media chunk numbering jumped: resynchronised"
+                        );
+                    }
+                }
+            }
+        } else if samples > 0 {
+            // Not one 20 ms frame: cut into frames (the last padded with silence).
+            bad_message("irregular_frame_size");
+            let mut push = push;
+            self.reorder.flush(&mut push);
+            for (i, piece) in self.pcm[..samples].chunks(frame_len).enumerate() {
+                let mut frame = pool.get();
+                let out = frame.fill(rate, frame_len);
+                out[..piece.len()].copy_from_slice(piece);
+                out[piece.len()..].fill(0);
+                frame.timestamp_ms = media.media.timestamp + i as u64 * FRAME_MS;
+                frame.chunk = media.media.chunk;
+                push(frame);
+            }
+        }
+    }
+
+    /// Takes the pipeline's caller frames (record tap): each goes to the recording's caller
+    /// channel, then to `caller_audio` with its media timestamp.
+    pub(super) fn drain_caller_audio(&self, mut caller_audio: impl FnMut(u64, &[i16])) {
+        let Some(stream) = &self.stream else { return };
+        while let Some(frame) = stream.call.pop_record() {
+            if let Some(recording) = &stream.recording {
+                recording.caller(frame.timestamp_ms, frame.samples());
+            }
+            caller_audio(frame.timestamp_ms, frame.samples());
+        }
+    }
+
+    /// Caller frames still queued for the DSP worker, when the call is recorded (the end
+    /// of the stream waits for them so the recording ends where the call did).
+    pub(super) fn recorded_frames_queued(&self) -> Option<usize> {
+        self.stream
+            .as_ref()
+            .filter(|stream| stream.recording.is_some())
+            .map(|stream| stream.call.input_depth())
+    }
+
+    /// Ends the stream. Dropping it drops its recording: the writer finishes the file.
+    pub(super) fn close(&mut self) {
+        if self.stream.take().is_some() {
+            gauge!(telemetry::ACTIVE_CALLS).decrement(1.0);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use base64::Engine as _;
+
+    use super::*;
+    use crate::agent::AgentKind;
+    use crate::audio::pipeline::PipelineConfig;
+    use crate::config::SessionConfig;
+    use crate::session::Sessions;
+    use crate::telephony::plivo::stream::{Inbound, parse_inbound};
+
+    fn deps() -> SessionDeps {
+        let config = SessionConfig::default();
+        SessionDeps {
+            pipeline: Arc::new(
+                Pipeline::start(PipelineConfig {
+                    workers: 1,
+                    ..PipelineConfig::default()
+                })
+                .unwrap(),
+            ),
+            sessions: Arc::new(Sessions::new(config)),
+            config,
+            agent: AgentKind::Echo,
+            on_stream_started: None,
+            recorder: None,
+        }
+    }
+
+    #[test]
+    fn a_payload_that_is_not_one_frame_is_cut_into_frames_on_the_media_timeline() {
+        let deps = deps();
+        let attachment = deps.sessions.attach("cut").unwrap();
+        let mut intake = Intake::new(&deps);
+        let start = r#"{"event":"start","start":{"callId":"c","streamId":"s","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}}}"#;
+        let Ok(Inbound::Start(start)) = parse_inbound(start) else {
+            panic!("a start message")
+        };
+        assert_eq!(
+            intake.on_start(&start, &attachment),
+            Some(MediaFormat::MuLaw8k)
+        );
+        assert_eq!(intake.on_start(&start, &attachment), None, "duplicate");
+
+        // 50 ms of loud µ-law: two whole frames and a half one, padded with silence.
+        let payload = base64::engine::general_purpose::STANDARD.encode([0x00; 400]);
+        let media = format!(
+            r#"{{"event":"media","streamId":"s","media":{{"timestamp":"1000","chunk":7,"payload":"{payload}"}}}}"#
+        );
+        let Ok(Inbound::Media(media)) = parse_inbound(&media) else {
+            panic!("a media message")
+        };
+        intake.on_media(&media);
+
+        let mut frames: Vec<(u64, Vec<i16>)> = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while frames.len() < 3 && Instant::now() < deadline {
+            intake.drain_caller_audio(|timestamp_ms, samples| {
+                frames.push((timestamp_ms, samples.to_vec()))
+            });
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let timestamps: Vec<u64> = frames.iter().map(|(t, _)| *t).collect();
+        assert_eq!(timestamps, [1_000, 1_020, 1_040]);
+        assert!(frames.iter().all(|(_, samples)| samples.len() == 160));
+        let (_, last) = &frames[2];
+        assert!(last[..80].iter().all(|&s| s != 0), "the caller's audio");
+        assert!(last[80..].iter().all(|&s| s == 0), "padded with silence");
+        intake.close();
+        assert!(intake.stream().is_none());
+    }
+}

@@ -19,6 +19,7 @@ use thiserror::Error;
 
 use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
 use crate::audio::g711;
+use crate::telephony::plivo::stream::is_dtmf_key;
 
 /// Samples above this magnitude count as speech (≈ −50 dBFS, the fixtures' own threshold).
 pub const SPEECH_THRESHOLD: i16 = 100;
@@ -174,11 +175,6 @@ pub fn validate(script: &[CallerStep]) -> Result<(), ScriptError> {
         }
     }
     Ok(())
-}
-
-/// Whether `c` is a key Plivo reports in `dtmf.digit`.
-pub fn is_dtmf_key(c: char) -> bool {
-    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
 }
 
 /// First and one-past-last sample with magnitude above [`SPEECH_THRESHOLD`], if any.

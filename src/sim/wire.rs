@@ -31,7 +31,8 @@ use crate::telephony::plivo::stream::{
 use super::analysis::Trace;
 use super::phone::Phone;
 use super::report::{Counts, Detail, Event, EventKind, ProtocolError};
-use super::script::{is_dtmf_key, tick_ms};
+use super::script::tick_ms;
+use crate::telephony::plivo::stream::is_dtmf_key;
 
 /// The client WebSocket.
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;

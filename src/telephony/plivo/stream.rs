@@ -355,7 +355,9 @@ pub struct Dtmf {
 /// The body of `dtmf`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DtmfBody {
-    /// `0-9`, `*`, `#`, `A-D`.
+    /// One key: `0-9`, `*`, `#`, `A-D`. Anything else makes the message
+    /// `missing_or_invalid_field` (it never reaches a log or the journal).
+    #[serde(deserialize_with = "dtmf_digit")]
     pub digit: String,
     /// e.g. `inbound`.
     #[serde(default)]
@@ -451,6 +453,22 @@ pub enum Inbound<'a> {
 struct Envelope<'a> {
     #[serde(borrow)]
     event: Cow<'a, str>,
+}
+
+/// Whether `c` is a key Plivo reports in `dtmf.digit`.
+pub fn is_dtmf_key(c: char) -> bool {
+    c.is_ascii_digit() || matches!(c, '*' | '#' | 'A'..='D')
+}
+
+fn dtmf_digit<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<String, D::Error> {
+    let digit = Cow::<'de, str>::deserialize(deserializer)?;
+    let mut chars = digit.chars();
+    match (chars.next(), chars.next()) {
+        (Some(key), None) if is_dtmf_key(key) => Ok(digit.into_owned()),
+        _ => Err(serde::de::Error::custom(
+            "dtmf.digit must be one key: 0-9, *, #, A-D",
+        )),
+    }
 }
 
 fn body<'a, T: Deserialize<'a>>(text: &'a str, event: &'static str) -> Result<T, ParseError> {

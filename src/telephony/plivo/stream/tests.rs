@@ -161,6 +161,23 @@ fn dtmf_played_cleared_and_stop_parse() {
         panic!("not dtmf")
     };
     assert_eq!((dtmf.dtmf.digit.as_str(), dtmf.dtmf.timestamp), ("5", 1940));
+    for key in ["0", "9", "*", "#", "A", "D"] {
+        let text = format!(r#"{{"event":"dtmf","streamId":"s","dtmf":{{"digit":"{key}"}}}}"#);
+        assert!(parse_inbound(&text).is_ok(), "{key}");
+    }
+    for bad in [
+        "",
+        "12",
+        "E",
+        "a",
+        r"1\r\nINFO forged",
+        r"\u001b[31m",
+        r"\u202e",
+    ] {
+        let text = format!(r#"{{"event":"dtmf","streamId":"s","dtmf":{{"digit":"{bad}"}}}}"#);
+        let error = parse_inbound(&text).unwrap_err();
+        assert_eq!(error.kind(), "missing_or_invalid_field", "{bad:?}");
+    }
 
     for (file, name) in [("playedStream.json", "turn-12"), ("played.json", "turn-13")] {
         let text = fixture(file);

@@ -3,9 +3,10 @@
 //! The crate mirrors the flow of a call (see `DESIGN.md`): [`telephony`] speaks Plivo's
 //! protocol, [`audio`] holds the synchronous hot-path primitives (G.711, frames,
 //! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
-//! [`http`] serves Plivo's routes, [`server`] wires
-//! them into `voxgate serve`, [`session`] runs each call's media socket, and [`sim`]
-//! plays Plivo's side for tests, benches and load.
+//! [`ids`] names calls and streams between modules, [`http`] routes Plivo's requests and
+//! the `/v1` API, [`server`] is the composition root that builds and wires everything into
+//! `voxgate serve`, [`session`] runs each call's media socket, and [`sim`] plays Plivo's
+//! side for tests, benches and load.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +15,7 @@ pub mod audio;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod ids;
 pub mod recording;
 pub mod server;
 pub mod session;

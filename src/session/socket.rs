@@ -25,12 +25,13 @@ use super::journal::Event;
 use super::playout::{self, Heard, Playout, checkpoint_name};
 use super::reorder::{Outcome, Reorder};
 use super::{Attachment, Sessions};
-use crate::agent::{Agent, AgentKind};
+use crate::agent::Agent;
 use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
 use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
 use crate::audio::resample::{Rate, Resampler};
 use crate::audio::vad::VadEvent;
 use crate::config::SessionConfig;
+use crate::ids::{CallId, StreamId};
 use crate::recording::clock::MediaClock;
 use crate::recording::writer::{CallRecording, Recorder};
 use crate::telemetry::{self, bad_message};
@@ -57,8 +58,12 @@ const OUTBOUND_QUEUE: usize = 256;
 /// Largest media payload decoded, in bytes of audio (a 64 KiB message holds less).
 const SCRATCH_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
 
-/// Told when a call's media stream starts: `(call_id, Plivo's CallUUID)`. Must not block.
-pub type StreamStarted = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// Told when a call's media stream starts (the server wires it to the control plane,
+/// which records `call.media_started`). Called on the session task: it must not block.
+pub trait StreamStarted: Send + Sync {
+    /// `call_id`'s media stream started; `call_uuid` is Plivo's id for the call leg.
+    fn stream_started(&self, call_id: &CallId, call_uuid: &str);
+}
 
 /// What a session needs from the server.
 #[derive(Clone)]
@@ -69,16 +74,14 @@ pub struct SessionDeps {
     pub sessions: Arc<Sessions>,
     /// Session settings.
     pub config: SessionConfig,
-    /// The agent each call gets.
-    pub agent: AgentKind,
-    /// Told when a stream starts (the control plane records `call.media_started`).
-    pub on_stream_started: Option<StreamStarted>,
-    /// Records the call (stereo WAV); `None` when recording is off or the call opted out.
+    /// Told when a stream starts; `None` without a control plane.
+    pub on_stream_started: Option<Arc<dyn StreamStarted>>,
+    /// Records calls (stereo WAV) whose plan says so; `None` when recording is off.
     pub recorder: Option<Arc<Recorder>>,
 }
 
 struct StreamInfo {
-    stream_id: String,
+    stream_id: StreamId,
     format: MediaFormat,
     call: CallHandle,
     /// 8 k → 16 k for agent audio on an L16 16 kHz stream.
@@ -186,7 +189,7 @@ impl Session {
     fn new(attachment: Attachment, deps: SessionDeps, out: mpsc::Sender<String>) -> Self {
         let config = deps.config;
         Self {
-            agent: deps.agent.build(),
+            agent: attachment.plan.agent.build(),
             reorder: Reorder::new(config.reorder_window),
             playout: Playout::new(config.playout_lead, config.checkpoint_timeout),
             stream: None,
@@ -343,24 +346,29 @@ impl Session {
             MediaFormat::L16At16k => Resampler::new(Rate::Hz8000, Rate::Hz16000).ok(),
             _ => None,
         };
-        tracing::Span::current().record("stream_id", start.start.stream_id.as_str());
-        info!(?format, plivo_call = %start.start.call_id, took_over = self.attachment.took_over, "stream started");
+        let stream_id = StreamId::new(&start.start.stream_id);
+        let plan = &self.attachment.plan;
+        let recorder = self.deps.recorder.as_ref().filter(|_| plan.record);
+        tracing::Span::current().record("stream_id", stream_id.as_str());
+        info!(?format, plivo_call = %start.start.call_id, took_over = self.attachment.took_over,
+            agent = plan.agent.name(), flow_name = ?plan.flow_name, recorded = recorder.is_some(),
+            "stream started");
         self.attachment.journal.record(Event::StreamStarted {
-            stream_id: start.start.stream_id.clone(),
+            stream_id: stream_id.clone(),
             took_over: self.attachment.took_over,
+            agent: plan.agent.name(),
+            flow_name: plan.flow_name.clone(),
+            recorded: recorder.is_some(),
         });
         gauge!(telemetry::ACTIVE_CALLS).increment(1.0);
         if let Some(started) = &self.deps.on_stream_started {
-            started(&self.attachment.call_id, &start.start.call_id);
+            started.stream_started(&self.attachment.call_id, &start.start.call_id);
         }
         self.last_media = Instant::now();
-        let recording = self
-            .deps
-            .recorder
-            .as_ref()
-            .map(|recorder| recorder.start_call(&self.attachment.call_id));
+        let recording =
+            recorder.map(|recorder| recorder.start_call(self.attachment.call_id.as_str()));
         self.stream = Some(StreamInfo {
-            stream_id: start.start.stream_id.clone(),
+            stream_id,
             format,
             call,
             upsampler,
@@ -374,7 +382,7 @@ impl Session {
             bad_message("media_before_start");
             return;
         };
-        if media.stream_id != stream.stream_id {
+        if media.stream_id != stream.stream_id.as_str() {
             bad_message("wrong_stream_id");
             return;
         }

@@ -34,6 +34,7 @@ use voxgate::control::model::{CallRecord, Direction, EventType};
 use voxgate::control::plane::ControlPlane;
 use voxgate::control::sinks::{BackendSink, Sink};
 use voxgate::control::store::{RedisStore, SinkKind, SqliteStore, Store};
+use voxgate::ids::CallId;
 use voxgate::retry::RetryPolicy;
 
 const CALLS: usize = 1_000;
@@ -101,7 +102,7 @@ async fn one_call(plane: &ControlPlane, deliverer: &Deliverer, i: usize, run: &s
         .await
         .expect("answer");
     plane
-        .on_media_started(&id, Some(uuid.clone()))
+        .on_media_started(&CallId::parse(&id).expect("call id"), Some(uuid.clone()))
         .await
         .expect("media");
     let ended = Observation {

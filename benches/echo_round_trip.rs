@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
-use voxgate::http::{AppState, run};
+use voxgate::server::Server;
 
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
@@ -123,9 +123,9 @@ fn echo_round_trip(c: &mut Criterion) {
     let (base, shutdown) = rt.block_on(async {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
-        let state = Arc::new(AppState::new(config).unwrap());
         let shutdown = CancellationToken::new();
-        tokio::spawn(run(listener, state, shutdown.clone()));
+        let server = Server::start_without_control(config, shutdown.clone()).unwrap();
+        tokio::spawn(server.run(listener));
         (base, shutdown)
     });
     let fixture = std::fs::read(concat!(

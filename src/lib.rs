@@ -6,6 +6,10 @@
 //! [`http`] serves Plivo's routes, [`server`] wires
 //! them into `voxgate serve`, [`session`] runs each call's media socket, and [`sim`]
 //! plays Plivo's side for tests, benches and load. [`retry`] times every retry.
+//! [`ids`] names calls and streams between modules, [`http`] routes Plivo's requests and
+//! the `/v1` API, [`server`] is the composition root that builds and wires everything into
+//! `voxgate serve`, [`session`] runs each call's media socket, and [`sim`] plays Plivo's
+//! side for tests, benches and load.
 
 #![forbid(unsafe_code)]
 
@@ -14,6 +18,7 @@ pub mod audio;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod ids;
 pub mod logs;
 pub mod recording;
 pub mod retry;

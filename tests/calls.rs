@@ -72,7 +72,7 @@ async fn echo_round_trip_plays_back_what_the_caller_said() {
             .iter()
             .any(|e| matches!(&e.kind, EventKind::CheckpointPlayed { .. }))
     );
-    let journal = server.state.sessions.journal(&report.call_uuid).unwrap();
+    let journal = server.journal(&report.call_uuid).unwrap();
     assert!(
         journal
             .find(|e| *e
@@ -97,7 +97,7 @@ async fn barge_in_silences_the_phone_within_40_ms_of_the_servers_speech_start() 
         .expect("the second utterance barged in");
     assert!(barge.barge_in_to_clear_ms.is_some());
 
-    let journal = server.state.sessions.journal(&report.call_uuid).unwrap();
+    let journal = server.journal(&report.call_uuid).unwrap();
     let entries = journal.entries();
     let barge_in = entries
         .iter()

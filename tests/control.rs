@@ -12,10 +12,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use common::TestServer;
+use common::{RawCall, TestServer};
 use hmac::{KeyInit, Mac};
 use redis::AsyncCommands;
 use serde_json::{Value, json};
+use voxgate::session::journal::Event;
 use voxgate::sim::plivo_rest::{Completion, FakePlivo};
 
 const API_TOKEN: &str = "api-token";
@@ -308,6 +309,17 @@ async fn the_api_refuses_bad_requests_clearly_and_never_places_twice() {
         (status, body["error"]["code"].as_str()),
         (400, Some("invalid_number"))
     );
+    let (status, body) =
+        post(json!({"call_id": "x2", "to": "+14155550100", "agent": "nonsense"})).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (400, Some("unknown_agent"))
+    );
+    assert_eq!(
+        body["error"]["message"],
+        r#"unknown agent "nonsense": the known agents are echo"#
+    );
+    assert!(s.fake.calls().is_empty(), "nothing was placed");
 
     let (status, _) =
         post(json!({"call_id": dup, "to": "+14155550100", "from": "+14155550199"})).await;
@@ -378,6 +390,46 @@ async fn the_api_refuses_bad_requests_clearly_and_never_places_twice() {
     assert_eq!(call["hangup_cause"], "plivo_forbidden");
     let (status, _) = api(&s.server, reqwest::Method::GET, "/v1/calls/nope", None).await;
     assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_agent_and_flow_of_a_placed_call_reach_its_media_session() {
+    let s = setup().await;
+    let id = format!("planned-{}", s.run);
+    let (status, body) = api(
+        &s.server,
+        reqwest::Method::POST,
+        "/v1/calls",
+        Some(
+            json!({"call_id": id, "to": "+14155550100", "from": "+14155550199",
+            "agent": "echo", "flow_name": "intake-v2", "record": false}),
+        ),
+    )
+    .await;
+    assert_eq!(status, 201, "{body}");
+    let uuid = body["plivo_request_uuid"].as_str().unwrap().to_owned();
+    let answer = s.fake.answer(&uuid).await.unwrap();
+    let mut call = RawCall::connect(&answer.body, &id, Some(AUTH_TOKEN)).await;
+    call.start().await;
+
+    let started = || {
+        s.server
+            .journal(&id)?
+            .find(|e| matches!(e, Event::StreamStarted { .. }))
+    };
+    wait_for("the stream to start", || started().is_some()).await;
+    let Event::StreamStarted {
+        agent,
+        flow_name,
+        recorded,
+        ..
+    } = started().unwrap().event
+    else {
+        unreachable!()
+    };
+    assert_eq!(agent, "echo");
+    assert_eq!(flow_name.as_deref(), Some("intake-v2"));
+    assert!(!recorded, "the call opted out of recording");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -12,8 +12,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::backend::Backend;
-use common::{TestServer, api_get, barge_in_script, correlation, scratch_dir, utterance};
+use common::{RawCall, TestServer, api_get, barge_in_script, correlation, scratch_dir, utterance};
 use voxgate::audio::g711;
+use voxgate::session::journal::Event;
 use voxgate::sim::{CallReport, CallerStep, SimConfig, TurnEnd, run_call};
 
 /// What the server decodes from what the caller said: µ-law encode, then decode.
@@ -73,7 +74,7 @@ fn placement(heard: &[i16], recorded: &[i16], from: usize, to: usize, window: us
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recorded_call_holds_each_side_where_it_was_said_and_heard() {
     let server = TestServer::start(&[]).await;
-    let dir = server.state.config.recording.dir.clone();
+    let dir = server.config.recording.dir.clone();
     let mut script = barge_in_script();
     script.push(CallerStep::Silence(Duration::from_millis(300)));
     let report: CallReport = run_call(SimConfig::new(&server.base, script))
@@ -152,7 +153,7 @@ async fn a_recorded_call_holds_each_side_where_it_was_said_and_heard() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_call_can_opt_out_of_recording_on_its_answer_url() {
     let server = TestServer::start(&[]).await;
-    let dir = server.state.config.recording.dir.clone();
+    let dir = server.config.recording.dir.clone();
     let script = || {
         vec![
             CallerStep::Audio(utterance(3)),
@@ -179,6 +180,39 @@ async fn a_call_can_opt_out_of_recording_on_its_answer_url() {
         "{} opted out",
         out.call_uuid
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_this_instance_did_not_answer_keeps_its_recording_opt_out() {
+    // Another instance answered these calls: only the stream URL tells what they chose.
+    let server = TestServer::start(&[]).await;
+    let ws = server.base.replace("http://", "ws://");
+    for (call_id, query, recorded) in [
+        ("elsewhere-off", "record=false&", false),
+        ("elsewhere-on", "", true),
+    ] {
+        let url = format!("{ws}/plivo/stream?{query}call_id={call_id}");
+        let mut call = RawCall::dial(&url, call_id, None).await;
+        call.start().await;
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        let started = loop {
+            let started = server
+                .journal(call_id)
+                .and_then(|j| j.find(|e| matches!(e, Event::StreamStarted { .. })));
+            if let Some(entry) = started {
+                break entry.event;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "{call_id} never started"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        assert!(
+            matches!(started, Event::StreamStarted { recorded: r, .. } if r == recorded),
+            "{call_id}: {started:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -233,12 +267,7 @@ async fn a_finished_recording_is_uploaded_and_its_url_reaches_the_call_and_the_b
     let call = api_get(&format!("{}/v1/calls/{call_id}", server.base), "api-token").await;
     assert_eq!(call["recording_url"], url.as_str());
     let uploaded = bucket.join("calls").join(format!("{call_id}.wav"));
-    let local = server
-        .state
-        .config
-        .recording
-        .dir
-        .join(format!("{call_id}.wav"));
+    let local = server.config.recording.dir.join(format!("{call_id}.wav"));
     assert_eq!(
         std::fs::read(&uploaded).unwrap(),
         std::fs::read(&local).unwrap()

@@ -25,6 +25,7 @@ use voxgate::config::{CliOverrides, Config};
 use voxgate::control::model::{CallRecord, Direction, EventType};
 use voxgate::control::plane::ControlPlane;
 use voxgate::control::store::{MemoryStore, SinkKind, Store};
+use voxgate::ids::CallId;
 use voxgate::recording::FinishedRecording;
 use voxgate::recording::publish::{PublishError, Publisher};
 use voxgate::recording::publish_config::{PublishConfig, RecordingFormat};
@@ -191,7 +192,7 @@ async fn plane_with_ended_call(call_id: &str) -> (Arc<ControlPlane>, Arc<dyn Sto
     let call = CallRecord::new(call_id, Direction::Outbound, "+14155550100", "+14155550199");
     store.create_call(call, EventType::Initiated).await.unwrap();
     plane
-        .on_media_started(call_id, Some("uuid-1".into()))
+        .on_media_started(&CallId::parse(call_id).unwrap(), Some("uuid-1".into()))
         .await
         .unwrap();
     plane

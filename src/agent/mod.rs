@@ -26,10 +26,45 @@ pub enum AgentKind {
 }
 
 impl AgentKind {
+    /// Every kind, in the order their names are listed to users.
+    pub const ALL: [Self; 1] = [Self::Echo];
+
+    /// The kind's name (what `POST /v1/calls` takes as `agent`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+        }
+    }
+
+    /// The kind named `name` (exact, lowercase), if voxgate ships one.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.name() == name)
+    }
+
+    /// The known names, comma-separated, for error messages.
+    pub fn known_names() -> String {
+        Self::ALL.map(Self::name).join(", ")
+    }
+
     /// A fresh agent of this kind for one call.
     pub fn build(self) -> Box<dyn Agent> {
         match self {
             Self::Echo => Box::new(echo::EchoAgent::new(echo::MAX_UTTERANCE_MS)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_kind_parses_from_its_name() {
+        for kind in AgentKind::ALL {
+            assert_eq!(AgentKind::parse(kind.name()), Some(kind));
+        }
+        assert_eq!(AgentKind::parse("Echo"), None);
+        assert_eq!(AgentKind::parse("llm"), None);
+        assert_eq!(AgentKind::known_names(), "echo");
     }
 }

@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub use crate::ids::Direction;
+
 /// Minimum answered duration for a call to count as `completed` (DESIGN.md default).
 pub const DEFAULT_MIN_ANSWERED_SECS: u64 = 5;
 
@@ -225,16 +227,6 @@ impl EventType {
             _ => None,
         }
     }
-}
-
-/// Which way a call goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Direction {
-    /// Placed by voxgate for the backend.
-    Outbound,
-    /// Received on a Plivo number.
-    Inbound,
 }
 
 /// Everything voxgate knows about a call.

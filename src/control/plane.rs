@@ -16,10 +16,8 @@ use super::lifecycle::{self, Observation, valid_number};
 use super::model::{CallRecord, CallState, Direction, EventType};
 use super::store::{CallFilter, Page, Store, StoreError};
 use crate::config::ControlConfig;
+use crate::ids::{CallId, CallIdError};
 use crate::telephony::plivo::rest::{CallbackMethod, MakeCall, PlivoApi, RestError};
-
-/// Longest `call_id` accepted (it lands in URLs, keys and log lines).
-pub const MAX_CALL_ID_LEN: usize = 128;
 
 /// A request to place an outbound call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,7 +45,7 @@ pub struct NewCall {
 pub enum PlaceError {
     /// No `call_id`, or an unusable one: the backend's id is required, never generated.
     #[error("call_id is required: send the backend's id for this call ({0})")]
-    CallId(&'static str),
+    CallId(CallIdError),
     /// `to` or `from` is not E.164 or a `sip:` URI.
     #[error("{field} must be an E.164 number or a sip: URI")]
     Number {
@@ -129,16 +127,10 @@ impl ControlPlane {
         new: NewCall,
         public_base: &str,
     ) -> Result<CallRecord, PlaceError> {
-        let call_id = new
-            .call_id
-            .map(|id| id.trim().to_owned())
-            .unwrap_or_default();
-        if call_id.is_empty() {
-            return Err(PlaceError::CallId("missing or empty"));
-        }
-        if call_id.len() > MAX_CALL_ID_LEN || call_id.chars().any(char::is_control) {
-            return Err(PlaceError::CallId("at most 128 printable characters"));
-        }
+        let call_id = CallId::parse(new.call_id.as_deref().unwrap_or(""))
+            .map_err(PlaceError::CallId)?
+            .as_str()
+            .to_owned();
         let to = new.to.unwrap_or_default();
         if !valid_number(&to) {
             return Err(PlaceError::Number { field: "to" });
@@ -231,18 +223,14 @@ impl ControlPlane {
     /// URL carried an id).
     pub async fn on_answer(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         call_uuid: &str,
-        direction: &str,
+        direction: Direction,
         from: &str,
         to: &str,
     ) -> Result<(), StoreError> {
+        let call_id = call_id.as_str();
         if self.store.get_call(call_id).await?.is_none() {
-            let direction = if direction.eq_ignore_ascii_case("outbound") {
-                Direction::Outbound
-            } else {
-                Direction::Inbound
-            };
             let mut call = CallRecord::new(call_id, direction, to, from);
             call.plivo_call_uuid = Some(call_uuid.to_owned()).filter(|u| !u.is_empty());
             match self.store.create_call(call, EventType::Initiated).await {
@@ -299,12 +287,12 @@ impl ControlPlane {
     /// The media stream of `call_id` started.
     pub async fn on_media_started(
         &self,
-        call_id: &str,
+        call_id: &CallId,
         call_uuid: Option<String>,
     ) -> Result<(), StoreError> {
         match self
             .store
-            .update_call(call_id, lifecycle::media_started(call_uuid))
+            .update_call(call_id.as_str(), lifecycle::media_started(call_uuid))
             .await
         {
             Ok(events) => {

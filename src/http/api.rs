@@ -25,6 +25,7 @@ use subtle::ConstantTimeEq;
 use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
+use crate::agent::AgentKind;
 use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::{ControlPlane, HangupError, NewCall, PlaceError};
 use crate::control::store::{CallFilter, Page, SinkKind, StoreError};
@@ -171,7 +172,7 @@ fn authorize<'a>(state: &'a AppState, headers: &HeaderMap) -> Result<&'a Control
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim())
         .unwrap_or("");
-    let known = &state.config.control.api_tokens;
+    let known = &state.api_tokens;
     let ok = !token.is_empty()
         && known
             .iter()
@@ -316,6 +317,14 @@ pub enum EventName {
     Completed,
 }
 
+/// An agent voxgate runs.
+#[derive(ToSchema)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum AgentName {
+    Echo,
+}
+
 /// Where events go: the Redis queue or the backend's HTTP endpoint.
 #[derive(ToSchema)]
 #[serde(rename_all = "snake_case")]
@@ -340,7 +349,9 @@ pub struct CreateCall {
     from: Option<String>,
     campaign_id: Option<String>,
     flow_name: Option<String>,
-    /// The agent to run, if not the default.
+    /// The agent to run, if not the default (`agent.default`); another name is `400
+    /// unknown_agent`.
+    #[schema(value_type = Option<AgentName>)]
     agent: Option<String>,
     /// Free-form JSON, kept with the call and returned as given.
     #[serde(default)]
@@ -366,7 +377,7 @@ pub struct CallCreated {
     request_body(content = CreateCall, content_type = "application/json"),
     responses(
         (status = 201, description = "Placed: Plivo accepted the call", body = CallCreated),
-        (status = 400, description = "Malformed JSON, no `call_id`, a bad number, or Plivo refused the request (`plivo_rejected`)", body = ErrorBody),
+        (status = 400, description = "Malformed JSON, no `call_id`, a bad number, an unknown `agent` (`unknown_agent`), or Plivo refused the request (`plivo_rejected`)", body = ErrorBody),
         (status = 401, description = "No valid bearer token", body = ErrorBody,
             headers(("WWW-Authenticate" = String, description = "`Bearer`"))),
         (status = 409, description = "The `call_id` exists: nothing was placed; `call` is the existing call", body = ErrorBody),
@@ -384,6 +395,18 @@ async fn create_call(
 ) -> Result<Response, ApiError> {
     let control = authorize(&state, &headers)?;
     let Json(body) = body?;
+    if let Some(name) = body.agent.as_deref()
+        && AgentKind::parse(name).is_none()
+    {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "unknown_agent",
+            format!(
+                "unknown agent {name:?}: the known agents are {}",
+                AgentKind::known_names()
+            ),
+        ));
+    }
     let base = super::plivo::public_base(&state, &headers);
     let new = NewCall {
         call_id: body.call_id,

@@ -41,6 +41,7 @@ use super::api;
         api::CallDirection,
         api::EventName,
         api::Sink,
+        api::AgentName,
     )),
     modifiers(&BearerAuth),
     tags(
@@ -219,6 +220,10 @@ mod tests {
                 serde_json::json!(SinkKind::Queue),
                 serde_json::json!(SinkKind::Backend)
             ])
+        );
+        assert_eq!(
+            names("AgentName"),
+            crate::agent::AgentKind::ALL.map(|kind| kind.name())
         );
         assert_eq!(
             names("CallOutcome"),

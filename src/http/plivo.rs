@@ -18,8 +18,10 @@ use futures_util::{SinkExt, StreamExt};
 use tracing::{info, warn};
 
 use super::AppState;
+use super::plan::{self, opted_out_of_recording};
 use crate::control::lifecycle::Observation;
 use crate::control::store::StoreError;
+use crate::ids::CallId;
 use crate::session::socket::{self, WsMessage};
 use crate::telemetry;
 use crate::telephony::plivo::answer::{
@@ -62,7 +64,7 @@ impl CallbackLog {
 
 /// The base URL Plivo reaches us at: the configured one, else `http://{Host}`.
 pub(super) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
-    match &state.config.public_url {
+    match &state.public_url {
         Some(url) => url.clone(),
         None => {
             let host = headers
@@ -144,11 +146,17 @@ pub(super) async fn answer(
             return (StatusCode::BAD_REQUEST, format!("{error}\n")).into_response();
         }
     };
-    let call_id = request
-        .call_id
-        .clone()
-        .unwrap_or_else(|| request.call_uuid.clone());
-    if let Err(refused) = state.sessions.reserve(&call_id) {
+    let call_id = match CallId::parse(request.call_id.as_deref().unwrap_or(&request.call_uuid)) {
+        Ok(call_id) => call_id,
+        Err(error) => {
+            telemetry::bad_message("invalid_call_id");
+            warn!(%error, "answer URL request with an unusable call_id");
+            return (StatusCode::BAD_REQUEST, format!("call_id: {error}\n")).into_response();
+        }
+    };
+    let plan = plan::resolve(&state, call_id.clone(), Some(&request), &query).await;
+    let direction = plan.direction;
+    if let Err(refused) = state.sessions.reserve(plan) {
         metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
         warn!(%call_id, reason = refused.kind(), "refused a call");
         return xml(refusal_response(Refusal::Busy));
@@ -162,7 +170,7 @@ pub(super) async fn answer(
             .on_answer(
                 &call_id,
                 &request.call_uuid,
-                &request.direction,
+                direction,
                 &request.from,
                 &request.to,
             )
@@ -171,17 +179,18 @@ pub(super) async fn answer(
             warn!(%call_id, %error, "could not record the answer");
         }
     }
-    // `?record=false` on the answer URL opts the call out of recording; the stream URL
-    // carries it to the media session.
+    // `?record=false` on the answer URL opts the call out of recording (the plan says so);
+    // the stream URL carries it too, for a socket that reaches an instance which did not
+    // answer the call.
     let stream_path = if opted_out_of_recording(&query) {
         "/plivo/stream?record=false"
     } else {
         "/plivo/stream"
     };
-    let stream_url = answer::stream_url(&base, stream_path, &call_id);
+    let stream_url = answer::stream_url(&base, stream_path, call_id.as_str());
     let status_url = {
         let mut url = format!("{base}/plivo/stream-status?call_id=");
-        url.extend(form_urlencoded::byte_serialize(call_id.as_bytes()));
+        url.extend(form_urlencoded::byte_serialize(call_id.as_str().as_bytes()));
         url
     };
     xml(stream_response(&StreamXml {
@@ -216,21 +225,33 @@ pub(super) async fn stream(
     let Some(call_id) = query
         .iter()
         .find(|(k, v)| k == "call_id" && !v.is_empty())
-        .map(|(_, v)| v.clone())
+        .map(|(_, v)| v)
     else {
         return (StatusCode::BAD_REQUEST, "the stream URL needs ?call_id=\n").into_response();
     };
-    let attachment = match state.sessions.attach(&call_id) {
+    let call_id = match CallId::parse(call_id) {
+        Ok(call_id) => call_id,
+        Err(error) => {
+            telemetry::bad_message("invalid_call_id");
+            return (StatusCode::BAD_REQUEST, format!("call_id: {error}\n")).into_response();
+        }
+    };
+    // A call answered elsewhere (another instance, or before a restart) is planned here,
+    // once, from its stored record and the stream URL.
+    let admitted = if state.sessions.is_known(&call_id) {
+        Ok(())
+    } else {
+        let plan = plan::resolve(&state, call_id.clone(), None, &query).await;
+        state.sessions.reserve(plan)
+    };
+    let attachment = match admitted.and_then(|()| state.sessions.attach(&call_id)) {
         Ok(attachment) => attachment,
         Err(refused) => {
             metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
             return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
         }
     };
-    let mut deps = state.session_deps();
-    if opted_out_of_recording(&query) {
-        deps.recorder = None;
-    }
+    let deps = state.session_deps();
     let sessions = Arc::clone(&state.sessions);
     upgrade
         .max_message_size(TRANSPORT_MAX_MESSAGE)
@@ -250,17 +271,6 @@ pub(super) async fn stream(
             });
             sessions.spawn(socket::run(incoming, Box::pin(sink), attachment, deps));
         })
-}
-
-/// True when the query says `record=false` (or `0`, `no`, `off`).
-fn opted_out_of_recording(query: &[(String, String)]) -> bool {
-    query.iter().any(|(k, v)| {
-        k == "record"
-            && matches!(
-                v.to_ascii_lowercase().as_str(),
-                "false" | "0" | "no" | "off"
-            )
-    })
 }
 
 /// A Plivo callback that passed its signature check.
@@ -351,7 +361,8 @@ pub(super) async fn hangup(
         "hangup",
         format!("hangup:{}", callback.get("CallUUID")),
     ) {
-        let known = state.sessions.hang_up(&callback.call_id);
+        let known =
+            CallId::parse(&callback.call_id).is_ok_and(|call_id| state.sessions.hang_up(&call_id));
         info!(call_id = %callback.call_id, known, cause = callback.get("HangupCause"),
             duration = callback.get("Duration"), "hangup callback");
         let status = Some(callback.get("CallStatus"))

@@ -1,7 +1,10 @@
 use std::collections::HashMap;
 
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
 use super::*;
-use crate::config::CliOverrides;
+use crate::config::{CliOverrides, Config};
 use crate::telephony::plivo::answer::{ParsedStream, parse_stream_response};
 use crate::telephony::plivo::signature::{Method, sign_v3_headers};
 
@@ -11,7 +14,7 @@ struct Server {
     base: String,
     state: Arc<AppState>,
     shutdown: CancellationToken,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
 
 async fn server(env: &[(&str, &str)]) -> Server {
@@ -25,9 +28,10 @@ async fn server(env: &[(&str, &str)]) -> Server {
         std::env::temp_dir().join(format!("voxgate-http-tests-{}", std::process::id()));
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
-    let state = Arc::new(AppState::new(config).unwrap());
     let shutdown = CancellationToken::new();
-    let task = tokio::spawn(run(listener, Arc::clone(&state), shutdown.clone()));
+    let server = crate::server::Server::start_without_control(config, shutdown.clone()).unwrap();
+    let state = Arc::clone(server.state());
+    let task = tokio::spawn(server.run(listener));
     Server {
         base,
         state,
@@ -241,7 +245,11 @@ async fn callbacks_are_idempotent_and_unknown_calls_get_200() {
 async fn shutdown_flips_ready_and_refuses_new_calls_while_draining() {
     let s = server(&[("VOXGATE_DRAIN_TIMEOUT_SECS", "1")]).await;
     // A live call keeps the server draining.
-    let attachment = s.state.sessions.attach("live").unwrap();
+    let attachment = s
+        .state
+        .sessions
+        .attach(&crate::ids::CallId::parse("live").unwrap())
+        .unwrap();
     let cancel = attachment.cancel.clone();
     s.state
         .sessions

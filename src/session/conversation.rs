@@ -56,7 +56,7 @@ impl Conversation {
         out: mpsc::Sender<String>,
     ) -> Self {
         Self {
-            agent: deps.agent.build(),
+            agent: attachment.plan.agent.build(),
             playout: Playout::new(deps.config.playout_lead, deps.config.checkpoint_timeout),
             journal: Arc::clone(&attachment.journal),
             out,

@@ -25,6 +25,7 @@ use super::reorder::{Outcome, Reorder};
 use super::socket::{SessionDeps, StreamStarted};
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
+use crate::ids::StreamId;
 use crate::recording::writer::{CallRecording, Recorder};
 use crate::telemetry::{self, bad_message};
 use crate::telephony::plivo::stream::{
@@ -37,7 +38,7 @@ const SCRATCH_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
 /// A started stream: what both sides of the call need to know about it.
 pub(super) struct MediaStream {
     /// Plivo's stream id (every outbound message names it).
-    pub(super) stream_id: String,
+    pub(super) stream_id: StreamId,
     /// The codec and rate, both ways.
     pub(super) format: MediaFormat,
     /// The call in the DSP pipeline: frames in; VAD events and the record tap out.
@@ -73,7 +74,7 @@ impl Counters {
 pub(super) struct Intake {
     pipeline: Arc<Pipeline>,
     recorder: Option<Arc<Recorder>>,
-    on_stream_started: Option<StreamStarted>,
+    on_stream_started: Option<Arc<dyn StreamStarted>>,
     stream: Option<MediaStream>,
     reorder: Reorder,
     scratch: Vec<u8>,
@@ -148,23 +149,28 @@ impl Intake {
                 return None;
             }
         };
-        tracing::Span::current().record("stream_id", start.start.stream_id.as_str());
-        info!(?format, plivo_call = %start.start.call_id, took_over = attachment.took_over, "stream started");
+        let stream_id = StreamId::new(&start.start.stream_id);
+        let plan = &attachment.plan;
+        let recorder = self.recorder.as_ref().filter(|_| plan.record);
+        tracing::Span::current().record("stream_id", stream_id.as_str());
+        info!(?format, plivo_call = %start.start.call_id, took_over = attachment.took_over,
+            agent = plan.agent.name(), flow_name = ?plan.flow_name, recorded = recorder.is_some(),
+            "stream started");
         attachment.journal.record(Event::StreamStarted {
-            stream_id: start.start.stream_id.clone(),
+            stream_id: stream_id.clone(),
             took_over: attachment.took_over,
+            agent: plan.agent.name(),
+            flow_name: plan.flow_name.clone(),
+            recorded: recorder.is_some(),
         });
         gauge!(telemetry::ACTIVE_CALLS).increment(1.0);
         if let Some(started) = &self.on_stream_started {
-            started(&attachment.call_id, &start.start.call_id);
+            started.stream_started(&attachment.call_id, &start.start.call_id);
         }
         self.last_media = Instant::now();
-        let recording = self
-            .recorder
-            .as_ref()
-            .map(|recorder| recorder.start_call(&attachment.call_id));
+        let recording = recorder.map(|recorder| recorder.start_call(attachment.call_id.as_str()));
         self.stream = Some(MediaStream {
-            stream_id: start.start.stream_id.clone(),
+            stream_id,
             format,
             call,
             recording,
@@ -180,7 +186,7 @@ impl Intake {
             bad_message("media_before_start");
             return;
         };
-        if media.stream_id != stream.stream_id {
+        if media.stream_id != stream.stream_id.as_str() {
             bad_message("wrong_stream_id");
             return;
         }
@@ -288,6 +294,7 @@ mod tests {
     use crate::agent::AgentKind;
     use crate::audio::pipeline::PipelineConfig;
     use crate::config::SessionConfig;
+    use crate::ids::CallId;
     use crate::session::Sessions;
     use crate::telephony::plivo::stream::{Inbound, parse_inbound};
 
@@ -301,9 +308,8 @@ mod tests {
                 })
                 .unwrap(),
             ),
-            sessions: Arc::new(Sessions::new(config)),
+            sessions: Arc::new(Sessions::new(config, AgentKind::Echo)),
             config,
-            agent: AgentKind::Echo,
             on_stream_started: None,
             recorder: None,
         }
@@ -312,7 +318,10 @@ mod tests {
     #[test]
     fn a_payload_that_is_not_one_frame_is_cut_into_frames_on_the_media_timeline() {
         let deps = deps();
-        let attachment = deps.sessions.attach("cut").unwrap();
+        let attachment = deps
+            .sessions
+            .attach(&CallId::parse("cut").unwrap())
+            .unwrap();
         let mut intake = Intake::new(&deps);
         let start = r#"{"event":"start","start":{"callId":"c","streamId":"s","mediaFormat":{"encoding":"audio/x-mulaw","sampleRate":8000}}}"#;
         let Ok(Inbound::Start(start)) = parse_inbound(start) else {

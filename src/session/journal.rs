@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 
 use super::playout::Heard;
+use crate::ids::StreamId;
 
 /// Entries kept per call; later ones are counted, not stored.
 const MAX_ENTRIES: usize = 4_096;
@@ -21,9 +22,15 @@ pub enum Event {
     /// The media stream started.
     StreamStarted {
         /// Plivo's stream id.
-        stream_id: String,
+        stream_id: StreamId,
         /// True when it took over from an earlier socket.
         took_over: bool,
+        /// The agent the call's plan chose.
+        agent: &'static str,
+        /// The flow the call's plan names, if any.
+        flow_name: Option<String>,
+        /// Whether the call is recorded.
+        recorded: bool,
     },
     /// The VAD declared the caller's speech started.
     SpeechStarted {

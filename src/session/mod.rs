@@ -1,7 +1,8 @@
 //! Live calls: which calls are on, which media socket serves each, and each call's journal.
 //!
-//! [`Sessions`] is the registry. The answer URL reserves a call (refused beyond
-//! `max_calls` or while draining); the media WebSocket attaches to it. When Plivo opens a
+//! [`Sessions`] is the registry. The answer URL reserves a call with its [`CallPlan`]
+//! (refused beyond `max_calls` or while draining); the media WebSocket attaches to it and
+//! gets the plan. A socket with no reservation gets the default plan. When Plivo opens a
 //! second socket for the same call (it retries), the new one takes over: the old session
 //! is cancelled and the call goes on. A reservation whose socket never comes expires.
 //!
@@ -19,6 +20,7 @@ pub mod clock;
 mod conversation;
 mod intake;
 pub mod journal;
+pub mod plan;
 pub mod playout;
 pub mod reorder;
 pub mod socket;
@@ -31,8 +33,11 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::agent::AgentKind;
 use crate::config::SessionConfig;
+use crate::ids::CallId;
 use journal::Journal;
+use plan::CallPlan;
 
 /// A reservation without a socket is forgotten after this long.
 const RESERVATION_TTL: Duration = Duration::from_secs(60);
@@ -65,12 +70,27 @@ struct CallEntry {
     generation: u64,
     session: Option<CancellationToken>,
     journal: Arc<Journal>,
+    plan: Arc<CallPlan>,
+}
+
+impl CallEntry {
+    fn new(plan: CallPlan) -> Self {
+        Self {
+            reserved_at: Instant::now(),
+            generation: 0,
+            session: None,
+            journal: Arc::new(Journal::default()),
+            plan: Arc::new(plan),
+        }
+    }
 }
 
 /// What a media socket gets when it attaches to its call.
 pub struct Attachment {
     /// The call's id.
-    pub call_id: String,
+    pub call_id: CallId,
+    /// What the call runs, as resolved when it was answered.
+    pub plan: Arc<CallPlan>,
     /// Identifies this socket among the call's sockets.
     pub generation: u64,
     /// Cancelled when another socket takes over, the call is hung up, or at shutdown.
@@ -83,13 +103,14 @@ pub struct Attachment {
 
 #[derive(Default)]
 struct Registry {
-    calls: HashMap<String, CallEntry>,
-    ended: VecDeque<(String, Arc<Journal>)>,
+    calls: HashMap<CallId, CallEntry>,
+    ended: VecDeque<(CallId, Arc<Journal>)>,
 }
 
 /// The registry of live calls.
 pub struct Sessions {
     config: SessionConfig,
+    default_agent: AgentKind,
     registry: Mutex<Registry>,
     generation: AtomicU64,
     draining: AtomicBool,
@@ -98,10 +119,11 @@ pub struct Sessions {
 }
 
 impl Sessions {
-    /// An empty registry.
-    pub fn new(config: SessionConfig) -> Self {
+    /// An empty registry; calls that come with no plan run `default_agent`.
+    pub fn new(config: SessionConfig, default_agent: AgentKind) -> Self {
         Self {
             config,
+            default_agent,
             registry: Mutex::new(Registry::default()),
             generation: AtomicU64::new(1),
             draining: AtomicBool::new(false),
@@ -122,8 +144,9 @@ impl Sessions {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Admits a call at the answer URL (idempotent for Plivo's retries of the same call).
-    pub fn reserve(&self, call_id: &str) -> Result<(), Refused> {
+    /// Admits a call at the answer URL with its plan (idempotent for Plivo's retries of
+    /// the same call: the first plan stays).
+    pub fn reserve(&self, plan: CallPlan) -> Result<(), Refused> {
         if self.is_draining() {
             return Err(Refused::Draining);
         }
@@ -132,26 +155,26 @@ impl Sessions {
         registry.calls.retain(|_, c| {
             c.session.is_some() || now.duration_since(c.reserved_at) < RESERVATION_TTL
         });
-        if registry.calls.contains_key(call_id) {
+        if registry.calls.contains_key(&plan.call_id) {
             return Ok(());
         }
         if registry.calls.len() >= self.config.max_calls {
             return Err(Refused::AtCapacity);
         }
-        registry.calls.insert(
-            call_id.to_owned(),
-            CallEntry {
-                reserved_at: now,
-                generation: 0,
-                session: None,
-                journal: Arc::new(Journal::default()),
-            },
-        );
+        registry
+            .calls
+            .insert(plan.call_id.clone(), CallEntry::new(plan));
         Ok(())
     }
 
-    /// Attaches a media socket to its call, taking over from an earlier socket if any.
-    pub fn attach(&self, call_id: &str) -> Result<Attachment, Refused> {
+    /// True when the call is reserved or streaming here.
+    pub fn is_known(&self, call_id: &CallId) -> bool {
+        self.lock().calls.contains_key(call_id)
+    }
+
+    /// Attaches a media socket to its call, taking over from an earlier socket if any. A
+    /// call with no reservation gets the default plan.
+    pub fn attach(&self, call_id: &CallId) -> Result<Attachment, Refused> {
         if self.is_draining() {
             return Err(Refused::Draining);
         }
@@ -159,15 +182,9 @@ impl Sessions {
         if !registry.calls.contains_key(call_id) && registry.calls.len() >= self.config.max_calls {
             return Err(Refused::AtCapacity);
         }
-        let entry = registry
-            .calls
-            .entry(call_id.to_owned())
-            .or_insert_with(|| CallEntry {
-                reserved_at: Instant::now(),
-                generation: 0,
-                session: None,
-                journal: Arc::new(Journal::default()),
-            });
+        let entry = registry.calls.entry(call_id.clone()).or_insert_with(|| {
+            CallEntry::new(CallPlan::unplanned(call_id.clone(), self.default_agent))
+        });
         let took_over = match entry.session.take() {
             Some(previous) => {
                 previous.cancel();
@@ -179,7 +196,8 @@ impl Sessions {
         entry.generation = self.generation.fetch_add(1, Ordering::Relaxed);
         entry.session = Some(cancel.clone());
         Ok(Attachment {
-            call_id: call_id.to_owned(),
+            call_id: call_id.clone(),
+            plan: Arc::clone(&entry.plan),
             generation: entry.generation,
             cancel,
             journal: Arc::clone(&entry.journal),
@@ -188,7 +206,7 @@ impl Sessions {
     }
 
     /// A socket ended: the call is over unless a newer socket took it over.
-    pub fn detach(&self, call_id: &str, generation: u64) {
+    pub fn detach(&self, call_id: &CallId, generation: u64) {
         let mut registry = self.lock();
         if registry
             .calls
@@ -201,7 +219,7 @@ impl Sessions {
     }
 
     /// The call was hung up (Plivo's hangup callback): ends its session, if any.
-    pub fn hang_up(&self, call_id: &str) -> bool {
+    pub fn hang_up(&self, call_id: &CallId) -> bool {
         let mut registry = self.lock();
         match registry.calls.remove(call_id) {
             Some(entry) => {
@@ -215,11 +233,11 @@ impl Sessions {
         }
     }
 
-    fn remember(registry: &mut Registry, call_id: &str, journal: Arc<Journal>) {
+    fn remember(registry: &mut Registry, call_id: &CallId, journal: Arc<Journal>) {
         if registry.ended.len() == ENDED_JOURNALS {
             registry.ended.pop_front();
         }
-        registry.ended.push_back((call_id.to_owned(), journal));
+        registry.ended.push_back((call_id.clone(), journal));
     }
 
     /// Calls reserved or streaming.
@@ -237,7 +255,7 @@ impl Sessions {
     }
 
     /// The journal of a live or recently ended call.
-    pub fn journal(&self, call_id: &str) -> Option<Arc<Journal>> {
+    pub fn journal(&self, call_id: &CallId) -> Option<Arc<Journal>> {
         let registry = self.lock();
         if let Some(entry) = registry.calls.get(call_id) {
             return Some(Arc::clone(&entry.journal));
@@ -291,58 +309,90 @@ mod tests {
     use super::*;
 
     fn sessions(max_calls: usize) -> Sessions {
-        Sessions::new(SessionConfig {
-            max_calls,
-            ..SessionConfig::default()
-        })
+        Sessions::new(
+            SessionConfig {
+                max_calls,
+                ..SessionConfig::default()
+            },
+            AgentKind::Echo,
+        )
+    }
+
+    fn id(id: &str) -> CallId {
+        CallId::parse(id).unwrap()
+    }
+
+    fn plan(call_id: &str) -> CallPlan {
+        CallPlan {
+            flow_name: Some("intake".into()),
+            record: false,
+            ..CallPlan::unplanned(id(call_id), AgentKind::Echo)
+        }
     }
 
     #[test]
     fn capacity_is_enforced_at_answer_and_retries_are_welcome() {
         let s = sessions(2);
-        assert_eq!(s.reserve("a"), Ok(()));
-        assert_eq!(s.reserve("b"), Ok(()));
-        assert_eq!(s.reserve("a"), Ok(()), "Plivo retrying the answer URL");
-        assert_eq!(s.reserve("c"), Err(Refused::AtCapacity));
-        assert_eq!(s.attach("c").err(), Some(Refused::AtCapacity));
+        assert_eq!(s.reserve(plan("a")), Ok(()));
+        assert_eq!(s.reserve(plan("b")), Ok(()));
+        assert_eq!(
+            s.reserve(plan("a")),
+            Ok(()),
+            "Plivo retrying the answer URL"
+        );
+        assert_eq!(s.reserve(plan("c")), Err(Refused::AtCapacity));
+        assert_eq!(s.attach(&id("c")).err(), Some(Refused::AtCapacity));
         assert_eq!(s.active(), 2);
     }
 
     #[test]
     fn a_second_socket_takes_over_and_the_first_one_leaving_does_not_end_the_call() {
         let s = sessions(5);
-        s.reserve("a").unwrap();
-        let first = s.attach("a").unwrap();
+        s.reserve(plan("a")).unwrap();
+        let first = s.attach(&id("a")).unwrap();
         assert!(!first.took_over);
-        let second = s.attach("a").unwrap();
+        assert_eq!(
+            *first.plan,
+            plan("a"),
+            "the reserved plan reaches the socket"
+        );
+        let second = s.attach(&id("a")).unwrap();
         assert!(second.took_over);
         assert!(first.cancel.is_cancelled());
         assert!(!second.cancel.is_cancelled());
-        s.detach("a", first.generation);
+        s.detach(&id("a"), first.generation);
         assert_eq!(s.active(), 1, "still on: the second socket serves it");
-        s.detach("a", second.generation);
+        s.detach(&id("a"), second.generation);
         assert_eq!(s.active(), 0);
-        assert!(s.journal("a").is_some(), "journal kept after the call");
+        assert!(s.journal(&id("a")).is_some(), "journal kept after the call");
+    }
+
+    #[test]
+    fn a_socket_without_a_reservation_gets_the_default_plan() {
+        let s = sessions(5);
+        let a = s.attach(&id("a")).unwrap();
+        assert_eq!(*a.plan, CallPlan::unplanned(id("a"), AgentKind::Echo));
+        assert!(a.plan.record);
     }
 
     #[test]
     fn hang_up_cancels_the_session() {
         let s = sessions(5);
-        let a = s.attach("a").unwrap();
-        assert!(s.hang_up("a"));
+        let a = s.attach(&id("a")).unwrap();
+        assert!(s.hang_up(&id("a")));
         assert!(a.cancel.is_cancelled());
-        assert!(!s.hang_up("a"), "idempotent");
+        assert!(!s.hang_up(&id("a")), "idempotent");
     }
 
     #[tokio::test]
     async fn draining_refuses_new_calls_and_cancels_stragglers() {
         let s = sessions(5);
-        let a = s.attach("a").unwrap();
+        let a = s.attach(&id("a")).unwrap();
         let cancel = a.cancel.clone();
         s.spawn(async move { cancel.cancelled().await });
         let forced = s.drain(Duration::from_millis(50)).await;
         assert_eq!(forced, 1);
         assert!(a.cancel.is_cancelled());
-        assert_eq!(s.reserve("b"), Err(Refused::Draining));
+        assert_eq!(s.reserve(plan("b")), Err(Refused::Draining));
     }
 }

@@ -32,10 +32,10 @@ use super::conversation::Conversation;
 use super::intake::Intake;
 use super::journal::Event;
 use super::{Attachment, Sessions};
-use crate::agent::AgentKind;
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, Pipeline};
 use crate::config::SessionConfig;
+use crate::ids::CallId;
 use crate::recording::writer::Recorder;
 use crate::telemetry::{self, bad_message};
 use crate::telephony::plivo::stream::{Inbound, parse_inbound};
@@ -56,8 +56,12 @@ pub enum WsMessage {
 /// Outbound messages queued towards the writer before the session counts them dropped.
 const OUTBOUND_QUEUE: usize = 256;
 
-/// Told when a call's media stream starts: `(call_id, Plivo's CallUUID)`. Must not block.
-pub type StreamStarted = Arc<dyn Fn(&str, &str) + Send + Sync>;
+/// Told when a call's media stream starts (the server wires it to the control plane,
+/// which records `call.media_started`). Called on the session task: it must not block.
+pub trait StreamStarted: Send + Sync {
+    /// `call_id`'s media stream started; `call_uuid` is Plivo's id for the call leg.
+    fn stream_started(&self, call_id: &CallId, call_uuid: &str);
+}
 
 /// What a session needs from the server.
 #[derive(Clone)]
@@ -68,11 +72,9 @@ pub struct SessionDeps {
     pub sessions: Arc<Sessions>,
     /// Session settings.
     pub config: SessionConfig,
-    /// The agent each call gets.
-    pub agent: AgentKind,
-    /// Told when a stream starts (the control plane records `call.media_started`).
-    pub on_stream_started: Option<StreamStarted>,
-    /// Records the call (stereo WAV); `None` when recording is off or the call opted out.
+    /// Told when a stream starts; `None` without a control plane.
+    pub on_stream_started: Option<Arc<dyn StreamStarted>>,
+    /// Records calls (stereo WAV) whose plan says so; `None` when recording is off.
     pub recorder: Option<Arc<Recorder>>,
 }
 

@@ -15,12 +15,15 @@ use tokio::net::TcpListener;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 use voxgate::config::{CliOverrides, Config};
-use voxgate::http::{AppState, run};
+use voxgate::http::AppState;
+use voxgate::ids::CallId;
 use voxgate::server::Server;
 
 /// A running server.
 pub struct TestServer {
     pub base: String,
+    /// The configuration it was started with.
+    pub config: Config,
     pub state: Arc<AppState>,
     pub shutdown: CancellationToken,
     pub task: tokio::task::JoinHandle<anyhow::Result<()>>,
@@ -60,24 +63,29 @@ impl TestServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let shutdown = CancellationToken::new();
-        let (state, task) = if control {
+        let server = if control {
             // Exactly `voxgate serve`'s wiring: control plane, recording publisher, retention.
-            let server = Server::start(config, shutdown.clone())
-                .await
-                .expect("server start");
-            let state = Arc::clone(server.state());
-            (state, tokio::spawn(server.run(listener)))
+            Server::start(config.clone(), shutdown.clone()).await
         } else {
-            let state = Arc::new(AppState::new(config).unwrap());
-            let serving = run(listener, Arc::clone(&state), shutdown.clone());
-            (state, tokio::spawn(async move { Ok(serving.await?) }))
-        };
+            Server::start_without_control(config.clone(), shutdown.clone())
+        }
+        .expect("server start");
+        let state = Arc::clone(server.state());
+        let task = tokio::spawn(server.run(listener));
         Self {
             base,
+            config,
             state,
             shutdown,
             task,
         }
+    }
+
+    /// The journal of a live or recently ended call.
+    pub fn journal(&self, call_id: &str) -> Option<Arc<voxgate::session::journal::Journal>> {
+        self.state
+            .sessions
+            .journal(&CallId::parse(call_id).expect("a valid call id"))
     }
 
     /// The Prometheus text.
@@ -150,10 +158,37 @@ impl RawCall {
             .text()
             .await
             .unwrap();
+        Self::connect(&answer, call_id, None).await
+    }
+
+    /// Opens the stream the `answer` XML names, for `call_id`, signed with `auth_token`
+    /// as Plivo signs it (unsigned when `None`).
+    pub async fn connect(answer: &str, call_id: &str, auth_token: Option<&str>) -> Self {
         let start = answer.find("ws://").expect("stream URL in the answer");
         let end = answer[start..].find('<').unwrap() + start;
-        let url = answer[start..end].replace("&amp;", "&");
-        let (ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+        Self::dial(
+            &answer[start..end].replace("&amp;", "&"),
+            call_id,
+            auth_token,
+        )
+        .await
+    }
+
+    /// Opens the stream at `url` for `call_id`, signed with `auth_token` (unsigned when
+    /// `None`).
+    pub async fn dial(url: &str, call_id: &str, auth_token: Option<&str>) -> Self {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        use voxgate::telephony::plivo::signature::{
+            Method, sign_v3_headers, websocket_signing_url,
+        };
+        let mut request = url.into_client_request().unwrap();
+        if let Some(token) = auth_token {
+            let signing_url = websocket_signing_url(url);
+            for (name, value) in sign_v3_headers(token, Method::Get, &signing_url, &[]) {
+                request.headers_mut().insert(name, value.parse().unwrap());
+            }
+        }
+        let (ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
         Self {
             ws,
             call_id: call_id.to_owned(),

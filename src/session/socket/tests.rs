@@ -5,8 +5,11 @@ use base64::Engine as _;
 use futures_util::stream;
 
 use super::*;
+use crate::agent::AgentKind;
 use crate::audio::pipeline::PipelineConfig;
+use crate::ids::StreamId;
 use crate::session::journal::Event;
+use crate::session::plan::CallPlan;
 
 /// A peer that never takes a message: its socket buffer is full for good.
 struct StuckPeer;
@@ -39,12 +42,15 @@ fn deps(config: SessionConfig) -> SessionDeps {
             })
             .unwrap(),
         ),
-        sessions: Arc::new(Sessions::new(config)),
+        sessions: Arc::new(Sessions::new(config, AgentKind::Echo)),
         config,
-        agent: AgentKind::Echo,
         on_stream_started: None,
         recorder: None,
     }
+}
+
+fn id(id: &str) -> CallId {
+    CallId::parse(id).unwrap()
 }
 
 /// `start`, then the utterance fixture and a second of silence as `media` messages.
@@ -76,7 +82,7 @@ async fn a_peer_that_stops_reading_is_closed_after_the_write_timeout() {
         ..SessionConfig::default()
     };
     let deps = deps(config);
-    let attachment = deps.sessions.attach("stuck").unwrap();
+    let attachment = deps.sessions.attach(&id("stuck")).unwrap();
     let journal = Arc::clone(&attachment.journal);
     // The caller's messages, then a socket that stays open but sends nothing more.
     let incoming = stream::iter(caller_messages()).chain(stream::pending());
@@ -112,7 +118,7 @@ async fn an_idle_stream_is_closed() {
         ..SessionConfig::default()
     };
     let deps = deps(config);
-    let attachment = deps.sessions.attach("idle").unwrap();
+    let attachment = deps.sessions.attach(&id("idle")).unwrap();
     let journal = Arc::clone(&attachment.journal);
     let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
     let incoming = stream::iter(caller_messages().into_iter().take(5)).chain(stream::pending());
@@ -136,13 +142,13 @@ async fn an_idle_stream_is_closed() {
 #[tokio::test]
 async fn a_second_socket_takes_over_the_call() {
     let deps = deps(SessionConfig::default());
-    let first = deps.sessions.attach("retry").unwrap();
+    let first = deps.sessions.attach(&id("retry")).unwrap();
     let journal = Arc::clone(&first.journal);
     let incoming = stream::iter(caller_messages().into_iter().take(5)).chain(stream::pending());
     let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
     let session = tokio::spawn(run(incoming, sink, first, deps.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
-    let second = deps.sessions.attach("retry").unwrap();
+    let second = deps.sessions.attach(&id("retry")).unwrap();
     assert!(second.took_over);
     tokio::time::timeout(Duration::from_secs(5), session)
         .await
@@ -160,6 +166,40 @@ async fn a_second_socket_takes_over_the_call() {
             .event,
         Event::StreamEnded {
             reason: "taken_over_or_hung_up"
+        }
+    );
+}
+
+#[tokio::test]
+async fn the_session_runs_what_the_plan_says() {
+    let deps = deps(SessionConfig::default());
+    let plan = CallPlan {
+        flow_name: Some("intake".into()),
+        record: false,
+        ..CallPlan::unplanned(id("planned"), AgentKind::Echo)
+    };
+    deps.sessions.reserve(plan).unwrap();
+    let attachment = deps.sessions.attach(&id("planned")).unwrap();
+    let journal = Arc::clone(&attachment.journal);
+    let incoming = stream::iter(caller_messages().into_iter().take(5));
+    let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        run(incoming, sink, attachment, deps),
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        journal
+            .find(|e| matches!(e, Event::StreamStarted { .. }))
+            .unwrap()
+            .event,
+        Event::StreamStarted {
+            stream_id: StreamId::new("s"),
+            took_over: false,
+            agent: "echo",
+            flow_name: Some("intake".into()),
+            recorded: false,
         }
     );
 }

@@ -1,0 +1,74 @@
+//! Resolving a call's [`CallPlan`] from what the edge knows about it, once per call.
+//!
+//! An outbound call's choices (agent, flow) were stored by `POST /v1/calls`: they come from
+//! the control plane's record of the call. An inbound call has no record yet: it runs the
+//! defaults. Recording opt-out rides the URL Plivo dials (`?record=false`), for both. A
+//! store that fails to answer costs the call its choices (it runs the defaults, with a
+//! warning), never the call itself.
+
+use tracing::warn;
+
+use super::AppState;
+use crate::agent::AgentKind;
+use crate::ids::{CallId, Direction};
+use crate::session::plan::CallPlan;
+use crate::telephony::plivo::answer::AnswerRequest;
+
+/// The plan of `call_id`, from the control plane's record of it, the answer request (if
+/// this is the answer URL) and the URL's decoded `query`.
+pub(super) async fn resolve(
+    state: &AppState,
+    call_id: CallId,
+    answer: Option<&AnswerRequest>,
+    query: &[(String, String)],
+) -> CallPlan {
+    let stored = match &state.control {
+        Some(control) => control
+            .get(call_id.as_str())
+            .await
+            .inspect_err(|error| {
+                warn!(%call_id, %error, "could not read the call's choices: running the defaults")
+            })
+            .ok()
+            .flatten(),
+        None => None,
+    };
+    let mut plan = CallPlan {
+        record: !opted_out_of_recording(query),
+        ..CallPlan::unplanned(call_id, state.default_agent)
+    };
+    if let Some(answer) = answer {
+        plan.direction = Direction::from_plivo(&answer.direction);
+        plan.from.clone_from(&answer.from);
+        plan.to.clone_from(&answer.to);
+    }
+    if let Some(call) = stored {
+        plan.direction = call.direction;
+        plan.flow_name = call.flow_name;
+        if let Some(name) = call.agent {
+            match AgentKind::parse(&name) {
+                Some(agent) => plan.agent = agent,
+                None => warn!(call_id = %plan.call_id, agent = %name,
+                    "the call names an unknown agent: running the default"),
+            }
+        }
+        if plan.from.is_empty() {
+            plan.from = call.from;
+        }
+        if plan.to.is_empty() {
+            plan.to = call.to;
+        }
+    }
+    plan
+}
+
+/// True when the query says `record=false` (or `0`, `no`, `off`).
+pub(super) fn opted_out_of_recording(query: &[(String, String)]) -> bool {
+    query.iter().any(|(k, v)| {
+        k == "record"
+            && matches!(
+                v.to_ascii_lowercase().as_str(),
+                "false" | "0" | "no" | "off"
+            )
+    })
+}

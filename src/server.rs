@@ -43,9 +43,14 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
-        let control = ControlService::start(&config, shutdown.child_token())
-            .await
-            .context("starting the control plane")?;
+        let control = ControlService::start(
+            &config.control,
+            &config.plivo,
+            &config.data_dir,
+            shutdown.child_token(),
+        )
+        .await
+        .context("starting the control plane")?;
         // Finished recordings are encoded, uploaded and announced by the publisher; the
         // retention sweep deletes published local copies past `keep_local_days`.
         let publish = PublishConfig::from_recording(&config.recording);

@@ -6,6 +6,7 @@
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
 pub mod clock;
+pub mod config;
 pub mod timeline;
 pub mod wav;
 pub mod writer;

@@ -23,8 +23,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info_span, warn};
 
 use super::FinishedRecording;
+use super::config::RecordingFormat;
 use super::encode::{self, EncodeError};
-use super::publish_config::{PublishConfig, PublishConfigError, RecordingFormat};
+use super::publish_config::{PublishConfig, PublishConfigError};
 use super::retention;
 use super::target::file_url;
 use super::upload::{StoreSetupError, UploadError, Uploader};

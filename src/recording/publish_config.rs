@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::config::{RecordingConfig, RecordingFormat};
 use super::target::{TargetError, UploadTarget};
-pub use crate::config::RecordingFormat;
 use crate::control::retry::{RetryPolicy, RetryPolicyError};
 
 /// How recordings are published.
@@ -133,7 +133,7 @@ impl PublishConfig {
 
 impl PublishConfig {
     /// The publish settings of the `[recording]` section; the rest keep their defaults.
-    pub fn from_recording(recording: &crate::config::RecordingConfig) -> Self {
+    pub fn from_recording(recording: &RecordingConfig) -> Self {
         Self {
             dir: recording.dir.clone(),
             format: recording.format,

@@ -8,6 +8,7 @@
 //! The registry is touched when calls start and end, never per frame; its lock is never
 //! held across an await. Each session task is tracked, so shutdown can drain them.
 
+pub mod config;
 pub mod journal;
 pub mod playout;
 pub mod reorder;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::config::SessionConfig;
+use crate::session::config::SessionConfig;
 use journal::Journal;
 
 /// A reservation without a socket is forgotten after this long.

@@ -30,9 +30,9 @@ use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
 use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
 use crate::audio::resample::{Rate, Resampler};
 use crate::audio::vad::VadEvent;
-use crate::config::SessionConfig;
 use crate::recording::clock::MediaClock;
 use crate::recording::writer::{CallRecording, Recorder};
+use crate::session::config::SessionConfig;
 use crate::telemetry::{self, bad_message};
 use crate::telephony::plivo::stream::{
     Inbound, MAX_MESSAGE_BYTES, Media, MediaFormat, Outbound, PlayMedia, Start, decode_payload,

@@ -244,6 +244,10 @@ fn recording_settings_have_defaults_and_are_checked() {
             "recording.upload_url",
         ),
         (
+            "[recording]\nupload_url = \"ftp://x\"\n",
+            "recording.upload_url",
+        ),
+        (
             "[recording]\nupload_url = \"file://rel/path\"\n",
             "recording.upload_url",
         ),
@@ -273,6 +277,17 @@ fn recording_settings_have_defaults_and_are_checked() {
             other => panic!("{file}: expected an error naming {key}, got {other:?}"),
         }
     }
+    let ftp = Config::load(
+        Some("[recording]\nupload_url = \"ftp://x\"\n"),
+        &env(&[]),
+        CliOverrides::default(),
+    );
+    assert!(
+        ftp.unwrap_err()
+            .to_string()
+            .contains("file://, s3:// or gs://"),
+        "the accepted schemes are named"
+    );
     let bad = env(&[("VOXGATE_RECORDING_ENABLED", "maybe")]);
     assert!(Config::load(None, &bad, CliOverrides::default()).is_err());
     assert!(

@@ -113,8 +113,8 @@ impl Publisher {
         config: &PublishConfig,
         announce: Arc<dyn Announce>,
     ) -> Result<Self, PublisherError> {
-        let target = config.validate()?;
-        let uploader = match target {
+        config.validate()?;
+        let uploader = match config.upload_url.clone() {
             Some(target) => Some(Uploader::new(
                 target,
                 &config.store_options,

@@ -5,7 +5,10 @@
 //! must return quickly and never block; an agent that calls out to STT/LLM/TTS providers
 //! does that work in its own task and hands finished audio back.
 
+pub mod config;
 pub mod echo;
+
+use std::str::FromStr;
 
 use crate::audio::vad::VadEvent;
 
@@ -26,10 +29,47 @@ pub enum AgentKind {
 }
 
 impl AgentKind {
+    /// Every agent, in the order error messages list them.
+    pub const ALL: [Self; 1] = [Self::Echo];
+
+    /// The agent's name in the config file and on `POST /v1/calls`.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Echo => "echo",
+        }
+    }
+
     /// A fresh agent of this kind for one call.
     pub fn build(self) -> Box<dyn Agent> {
         match self {
             Self::Echo => Box::new(echo::EchoAgent::new(echo::MAX_UTTERANCE_MS)),
         }
+    }
+}
+
+/// A name that is not one of [`AgentKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a known agent (known: {known})", known = known_names())]
+pub struct UnknownAgent {
+    /// The name given.
+    pub name: String,
+}
+
+fn known_names() -> String {
+    AgentKind::ALL.map(AgentKind::as_str).join(", ")
+}
+
+impl FromStr for AgentKind {
+    type Err = UnknownAgent;
+
+    /// An agent by its name ([`AgentKind::as_str`]), ignoring case and surrounding space.
+    fn from_str(name: &str) -> Result<Self, UnknownAgent> {
+        let wanted = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| UnknownAgent {
+                name: name.to_owned(),
+            })
     }
 }

@@ -66,6 +66,7 @@ pub(super) const VARS: &[(&str, &str)] = &[
         "VOXGATE_RECORDING_PUBLIC_BASE_URL",
         "recording.public_base_url",
     ),
+    ("VOXGATE_AGENT", "agent.default"),
 ];
 
 /// `file` with the environment's settings laid over it.

@@ -3,8 +3,9 @@
 //! Each module defines, defaults and validates its own section beside the code that uses
 //! it: `[audio]` in [`crate::audio::config`], `[plivo]` in
 //! [`crate::telephony::plivo::config`], `[session]` in [`crate::session::config`],
-//! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`].
-//! This module only assembles them and owns the top-level keys (`listen`, `public_url`, `data_dir`).
+//! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`],
+//! `[agent]` in [`crate::agent::config`]. This module only assembles them and owns the
+//! top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
 //! environment (`env.rs`: `VOXGATE_*`, `PORT`, `PLIVO_AUTH_*`), then command-line flags.
@@ -26,6 +27,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::agent::config::{AgentConfig, RawAgent};
 use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
@@ -80,6 +82,8 @@ struct RawConfig {
     control: RawControl,
     #[serde(default)]
     recording: RawRecording,
+    #[serde(default)]
+    agent: RawAgent,
 }
 
 /// Overrides from the command line (highest precedence).
@@ -114,6 +118,8 @@ pub struct Config {
     pub control: ControlConfig,
     /// Call recording.
     pub recording: RecordingConfig,
+    /// Which agent answers calls.
+    pub agent: AgentConfig,
 }
 
 impl Config {
@@ -146,6 +152,7 @@ impl Config {
             session,
             control,
             recording,
+            agent,
         } = self;
         let raw = RawConfig {
             listen: Some(listen.to_string()),
@@ -156,6 +163,7 @@ impl Config {
             session: session.into(),
             control: control.into(),
             recording: recording.into(),
+            agent: agent.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
     }
@@ -199,6 +207,7 @@ impl RawConfig {
             session: self.session.validate()?,
             control: self.control.validate()?,
             recording: self.recording.validate(&data_dir)?,
+            agent: self.agent.validate()?,
             data_dir,
         })
     }

@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use super::*;
+use crate::agent::AgentKind;
 use crate::control::config::ReconcileConfig;
 use crate::recording::config::{RecordingFormat, RecordingRate};
 use crate::recording::target::UploadTarget;
@@ -316,4 +317,54 @@ fn every_shipped_example_parses_and_round_trips() {
         seen += 1;
     }
     assert!(seen >= 1);
+}
+
+#[test]
+fn the_default_agent_is_echo_and_can_be_named() {
+    let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+    assert_eq!(config.agent.default, AgentKind::Echo);
+    assert!(config.to_toml().contains("[agent]\ndefault = \"echo\""));
+    let from_file = Config::load(
+        Some("[agent]\ndefault = \"echo\"\n"),
+        &env(&[]),
+        CliOverrides::default(),
+    );
+    assert_eq!(from_file.unwrap().agent.default, AgentKind::Echo);
+    let from_env = Config::load(
+        Some("[agent]\ndefault = \"parrot\"\n"),
+        &env(&[("VOXGATE_AGENT", "echo")]),
+        CliOverrides::default(),
+    );
+    assert_eq!(
+        from_env.unwrap().agent.default,
+        AgentKind::Echo,
+        "the environment beats the file"
+    );
+}
+
+#[test]
+fn an_unknown_agent_fails_naming_the_key_and_the_known_agents() {
+    let cases = [
+        (Some("[agent]\ndefault = \"parrot\"\n"), env(&[])),
+        (None, env(&[("VOXGATE_AGENT", "parrot")])),
+    ];
+    for (file, vars) in cases {
+        match Config::load(file, &vars, CliOverrides::default()) {
+            Err(ConfigError::Invalid { key, reason }) => {
+                assert_eq!(key, "agent.default");
+                assert!(
+                    reason.contains("parrot") && reason.contains("known: echo"),
+                    "{reason}"
+                );
+            }
+            other => panic!("{file:?}: expected an error naming agent.default, got {other:?}"),
+        }
+    }
+    let err = Config::load(
+        Some("[agent]\nname = \"echo\"\n"),
+        &env(&[]),
+        CliOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("unknown field"), "{err}");
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use voxgate::audio::frame::FRAME_SAMPLES_8K;
-use voxgate::config::{RecordingConfig, RecordingFormat, RecordingRate};
+use voxgate::recording::config::{RecordingConfig, RecordingFormat, RecordingRate};
 use voxgate::recording::timeline::Timeline;
 use voxgate::recording::wav::WavSink;
 use voxgate::recording::writer::Recorder;

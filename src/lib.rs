@@ -2,7 +2,8 @@
 //!
 //! The crate mirrors the flow of a call (see `DESIGN.md`): [`telephony`] speaks Plivo's
 //! protocol, [`audio`] holds the synchronous hot-path primitives (G.711, frames,
-//! resampling, VAD, the DSP worker pipeline), [`config`] is the one typed configuration,
+//! resampling, VAD, the DSP worker pipeline), [`config`] assembles the typed configuration
+//! from the sections each module owns (their errors are a [`setting::InvalidSetting`]),
 //! [`http`] serves Plivo's routes, [`server`] wires
 //! them into `voxgate serve`, [`session`] runs each call's media socket, and [`sim`]
 //! plays Plivo's side for tests, benches and load. [`retry`] times every retry.
@@ -24,6 +25,7 @@ pub mod recording;
 pub mod retry;
 pub mod server;
 pub mod session;
+pub mod setting;
 pub mod sim;
 pub mod telemetry;
 pub mod telephony;

@@ -10,8 +10,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
-use voxgate::config::{RecordingConfig, RecordingFormat, RecordingRate};
 use voxgate::recording::FinishedRecording;
+use voxgate::recording::config::{RecordingConfig, RecordingFormat, RecordingRate};
 use voxgate::recording::writer::{CallRecording, Recorder};
 
 struct Live;

@@ -27,8 +27,9 @@ use voxgate::control::plane::ControlPlane;
 use voxgate::control::store::{MemoryStore, SinkKind, Store};
 use voxgate::ids::CallId;
 use voxgate::recording::FinishedRecording;
+use voxgate::recording::config::RecordingFormat;
 use voxgate::recording::publish::{PublishError, Publisher};
-use voxgate::recording::publish_config::{PublishConfig, RecordingFormat};
+use voxgate::recording::publish_config::PublishConfig;
 use voxgate::recording::retention;
 use voxgate::recording::target::UploadTarget;
 use voxgate::recording::upload::{PART_BYTES, Uploader};
@@ -235,7 +236,7 @@ fn upload_config(
 ) -> PublishConfig {
     PublishConfig {
         dir: dir.to_owned(),
-        upload_url: Some(url),
+        upload_url: Some(UploadTarget::parse(&url).unwrap()),
         upload_retries: retries,
         retry_base: Duration::from_millis(20),
         retry_cap: Duration::from_millis(200),
@@ -290,7 +291,7 @@ async fn assert_stored(object: &[u8], recording: &FinishedRecording, store: &Arc
 /// S3 client would.
 async fn s3_object(moto: &Moto, key: &str) -> Vec<u8> {
     let config = s3_config(Path::new("/unused"), moto.addr, 0);
-    let target = UploadTarget::parse(config.upload_url.as_deref().unwrap()).unwrap();
+    let target = config.upload_url.clone().unwrap();
     let reader = Uploader::new(target, &config.store_options, config.retry_policy(), None).unwrap();
     let object = reader
         .store()
@@ -534,7 +535,9 @@ async fn opus_recordings_decode_elsewhere_to_the_same_length_and_channels() {
     let config = PublishConfig {
         dir: dir.to_path_buf(),
         format: RecordingFormat::Opus,
-        upload_url: Some(format!("file://{}", target.display())),
+        upload_url: Some(UploadTarget::File {
+            dir: target.to_path_buf(),
+        }),
         ..PublishConfig::default()
     };
     let publisher = Publisher::new(&config, plane.clone()).unwrap();
@@ -667,7 +670,7 @@ async fn s3_settings_come_from_the_standard_aws_environment() {
         let (plane, _store) = plane_with_ended_call("call-env").await;
         let config = PublishConfig {
             dir: PathBuf::from(&dir),
-            upload_url: Some(format!("s3://{BUCKET}/env")),
+            upload_url: Some(UploadTarget::parse(&format!("s3://{BUCKET}/env")).unwrap()),
             upload_retries: 0,
             ..PublishConfig::default()
         };

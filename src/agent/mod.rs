@@ -5,7 +5,10 @@
 //! must return quickly and never block; an agent that calls out to STT/LLM/TTS providers
 //! does that work in its own task and hands finished audio back.
 
+pub mod config;
 pub mod echo;
+
+use std::str::FromStr;
 
 use crate::audio::vad::VadEvent;
 
@@ -26,24 +29,19 @@ pub enum AgentKind {
 }
 
 impl AgentKind {
-    /// Every kind, in the order their names are listed to users.
+    /// Every agent, in the order error messages list them.
     pub const ALL: [Self; 1] = [Self::Echo];
 
-    /// The kind's name (what `POST /v1/calls` takes as `agent`).
-    pub fn name(self) -> &'static str {
+    /// The agent's name in the config file and on `POST /v1/calls`.
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::Echo => "echo",
         }
     }
 
-    /// The kind named `name` (exact, lowercase), if voxgate ships one.
-    pub fn parse(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.name() == name)
-    }
-
     /// The known names, comma-separated, for error messages.
     pub fn known_names() -> String {
-        Self::ALL.map(Self::name).join(", ")
+        Self::ALL.map(Self::as_str).join(", ")
     }
 
     /// A fresh agent of this kind for one call.
@@ -54,17 +52,25 @@ impl AgentKind {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// A name that is not one of [`AgentKind::ALL`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{name:?} is not a known agent (known: {known})", known = AgentKind::known_names())]
+pub struct UnknownAgent {
+    /// The name given.
+    pub name: String,
+}
 
-    #[test]
-    fn every_kind_parses_from_its_name() {
-        for kind in AgentKind::ALL {
-            assert_eq!(AgentKind::parse(kind.name()), Some(kind));
-        }
-        assert_eq!(AgentKind::parse("Echo"), None);
-        assert_eq!(AgentKind::parse("llm"), None);
-        assert_eq!(AgentKind::known_names(), "echo");
+impl FromStr for AgentKind {
+    type Err = UnknownAgent;
+
+    /// An agent by its name ([`AgentKind::as_str`]), ignoring case and surrounding space.
+    fn from_str(name: &str) -> Result<Self, UnknownAgent> {
+        let wanted = name.trim();
+        Self::ALL
+            .into_iter()
+            .find(|kind| kind.as_str().eq_ignore_ascii_case(wanted))
+            .ok_or_else(|| UnknownAgent {
+                name: name.to_owned(),
+            })
     }
 }

@@ -6,6 +6,7 @@
 //! transaction (outbox); delivery is at-least-once with an idempotency key per event, in
 //! order per call; a terminal state is final and reported once.
 
+pub mod config;
 pub mod deliver;
 pub mod lifecycle;
 pub mod model;

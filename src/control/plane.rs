@@ -12,10 +12,10 @@ use serde_json::Value;
 use thiserror::Error;
 use tracing::{info, warn};
 
+use super::config::ControlConfig;
 use super::lifecycle::{self, Observation, valid_number};
 use super::model::{CallRecord, CallState, Direction, EventType};
 use super::store::{CallFilter, Page, Store, StoreError};
-use crate::config::ControlConfig;
 use crate::ids::{CallId, CallIdError};
 use crate::telephony::plivo::rest::{CallbackMethod, MakeCall, PlivoApi, RestError};
 

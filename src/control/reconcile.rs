@@ -41,11 +41,11 @@ use tokio::time::{Instant, MissedTickBehavior};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::config::ReconcileConfig;
 use super::lifecycle::Observation;
 use super::model::{CallRecord, CallState, state_from_plivo};
 use super::plane::ControlPlane;
 use super::store::{CallFilter, MAX_PAGE_LIMIT, Page, Store};
-use crate::config::ReconcileConfig;
 use crate::telemetry;
 use crate::telephony::plivo::rest::{Cdr, PlivoApi, RestError};
 

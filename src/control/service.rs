@@ -15,14 +15,14 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use super::config::{ControlConfig, StoreMode};
 use super::deliver::{Deliverer, DelivererConfig};
 use super::plane::ControlPlane;
 use super::reconcile::Reconciler;
 use super::sinks::{BackendSink, QueueSink, Sink};
 use super::store::{RedisStore, SinkKind, SqliteStore, Store};
-use crate::config::Config;
-use crate::config::StoreMode;
 use crate::retry::RetryPolicy;
+use crate::telephony::plivo::config::PlivoConfig;
 use crate::telephony::plivo::rest::{PlivoApi, PlivoRest, RestConfig};
 
 /// A shared Plivo REST client.
@@ -58,10 +58,14 @@ pub struct ControlService {
 }
 
 impl ControlService {
-    /// Opens the store under `config.data_dir`, builds the sinks and the Plivo client,
-    /// and starts delivery until `shutdown`.
-    pub async fn start(config: &Config, shutdown: CancellationToken) -> Result<Self, StartError> {
-        let control = &config.control;
+    /// Opens the store (SQLite under `data_dir`, or Redis), builds the sinks and the Plivo
+    /// client (when `account` has an auth id and token), and starts delivery until `shutdown`.
+    pub async fn start(
+        control: &ControlConfig,
+        account: &PlivoConfig,
+        data_dir: &Path,
+        shutdown: CancellationToken,
+    ) -> Result<Self, StartError> {
         let mut sinks: Vec<Arc<dyn Sink>> = Vec::new();
         if let Some(url) = &control.redis_url {
             let sink = QueueSink::new(url, control.queue_stream.clone())
@@ -94,7 +98,7 @@ impl ControlService {
                 (Arc::new(store), where_)
             }
             _ => {
-                let path = Path::new(&config.data_dir).join("voxgate.db");
+                let path = data_dir.join("voxgate.db");
                 let store = SqliteStore::open(&path, &kinds)
                     .map_err(|e| StartError::Store(format!("{}: {e}", path.display())))?;
                 (Arc::new(store), path.display().to_string())
@@ -103,10 +107,10 @@ impl ControlService {
         // Two clients: calls and hangups with the defaults, reconcile with its own
         // request timeout and retries.
         let (plivo, reconcile_plivo): (Option<Client>, Option<Client>) =
-            match (&config.plivo.auth_id, config.plivo.auth_tokens.first()) {
+            match (&account.auth_id, account.auth_tokens.first()) {
                 (Some(id), Some(token)) => {
                     let mut rest_config = RestConfig::new(id.clone(), token.clone());
-                    rest_config.base_url = config.plivo.api_url.clone();
+                    rest_config.base_url = account.api_url.clone();
                     let mut reconcile_config = rest_config.clone();
                     reconcile_config.request_timeout = control.reconcile.request_timeout;
                     reconcile_config.retry = reconcile_config

@@ -396,7 +396,7 @@ async fn create_call(
     let control = authorize(&state, &headers)?;
     let Json(body) = body?;
     if let Some(name) = body.agent.as_deref()
-        && AgentKind::parse(name).is_none()
+        && name.parse::<AgentKind>().is_err()
     {
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,

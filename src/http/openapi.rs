@@ -223,7 +223,7 @@ mod tests {
         );
         assert_eq!(
             names("AgentName"),
-            crate::agent::AgentKind::ALL.map(|kind| kind.name())
+            crate::agent::AgentKind::ALL.map(|kind| kind.as_str())
         );
         assert_eq!(
             names("CallOutcome"),

@@ -46,9 +46,9 @@ pub(super) async fn resolve(
         plan.direction = call.direction;
         plan.flow_name = call.flow_name;
         if let Some(name) = call.agent {
-            match AgentKind::parse(&name) {
-                Some(agent) => plan.agent = agent,
-                None => warn!(call_id = %plan.call_id, agent = %name,
+            match name.parse::<AgentKind>() {
+                Ok(agent) => plan.agent = agent,
+                Err(_) => warn!(call_id = %plan.call_id, agent = %name,
                     "the call names an unknown agent: running the default"),
             }
         }

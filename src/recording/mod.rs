@@ -6,6 +6,7 @@
 //! This module must never block or delay the audio path: frames reach the writer through
 //! bounded queues and a full queue drops (and counts) rather than waits.
 
+pub mod config;
 pub mod timeline;
 pub mod wav;
 pub mod writer;

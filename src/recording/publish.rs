@@ -24,8 +24,9 @@ use tokio_util::task::TaskTracker;
 use tracing::{Instrument, error, info_span, warn};
 
 use super::FinishedRecording;
+use super::config::RecordingFormat;
 use super::encode::{self, EncodeError};
-use super::publish_config::{PublishConfig, PublishConfigError, RecordingFormat};
+use super::publish_config::{PublishConfig, PublishConfigError};
 use super::retention;
 use super::target::file_url;
 use super::upload::{StoreSetupError, UploadError, Uploader};
@@ -116,8 +117,8 @@ impl Publisher {
         config: &PublishConfig,
         announce: Arc<dyn RecordingAnnouncer>,
     ) -> Result<Self, PublisherError> {
-        let target = config.validate()?;
-        let uploader = match target {
+        config.validate()?;
+        let uploader = match config.upload_url.clone() {
             Some(target) => Some(Uploader::new(
                 target,
                 &config.store_options,

@@ -1,5 +1,6 @@
 //! The settings of what happens to a recording after the call (the publish side of the
-//! `[recording]` config section), validated once at start.
+//! `[recording]` config section, whose values `recording::config` has already parsed and
+//! checked), plus the publisher's own knobs.
 //!
 //! It must never read the environment itself: `s3://` and `gs://` stores read their
 //! standard variables through object_store's `from_env()` when the store is built.
@@ -9,8 +10,8 @@ use std::time::Duration;
 
 use thiserror::Error;
 
-use super::target::{TargetError, UploadTarget};
-pub use crate::config::RecordingFormat;
+use super::config::{RecordingConfig, RecordingFormat};
+use super::target::UploadTarget;
 use crate::retry::{RetryPolicy, RetryPolicyError};
 
 /// How recordings are published.
@@ -20,9 +21,9 @@ pub struct PublishConfig {
     pub dir: PathBuf,
     /// Publish as WAV or Ogg Opus.
     pub format: RecordingFormat,
-    /// `file:///abs/path`, `s3://bucket/prefix` or `gs://bucket/prefix`; none keeps the
-    /// recording local (its `file://` URL is announced).
-    pub upload_url: Option<String>,
+    /// Where recordings are uploaded; none keeps the recording local (its `file://` URL
+    /// is announced).
+    pub upload_url: Option<UploadTarget>,
     /// Delete published local copies this many days old; none keeps them forever.
     pub keep_local_days: Option<u32>,
     /// Retries after a failed upload attempt (default 5).
@@ -64,9 +65,6 @@ impl Default for PublishConfig {
 /// A publish setting that cannot work.
 #[derive(Debug, Error)]
 pub enum PublishConfigError {
-    /// `upload_url` is not understood.
-    #[error(transparent)]
-    Target(#[from] TargetError),
     /// The retry timing would misbehave.
     #[error("recording upload retries: {0}")]
     Retry(#[from] RetryPolicyError),
@@ -83,8 +81,8 @@ pub enum PublishConfigError {
 }
 
 impl PublishConfig {
-    /// Checks the settings; returns the parsed upload target (none: keep local).
-    pub fn validate(&self) -> Result<Option<UploadTarget>, PublishConfigError> {
+    /// Checks the settings together (the upload target against the recording folder).
+    pub fn validate(&self) -> Result<(), PublishConfigError> {
         self.retry_policy().validate()?;
         if self.max_concurrent == 0 {
             return Err(PublishConfigError::Zero("max_concurrent"));
@@ -97,11 +95,7 @@ impl PublishConfig {
         {
             return Err(PublishConfigError::PublicBase);
         }
-        let Some(url) = &self.upload_url else {
-            return Ok(None);
-        };
-        let target = UploadTarget::parse(url)?;
-        if let UploadTarget::File { dir } = &target {
+        if let Some(UploadTarget::File { dir }) = &self.upload_url {
             let same = match (dir.canonicalize(), self.dir.canonicalize()) {
                 (Ok(a), Ok(b)) => a == b,
                 _ => *dir == self.dir,
@@ -110,7 +104,7 @@ impl PublishConfig {
                 return Err(PublishConfigError::UploadIntoRecordingDir);
             }
         }
-        Ok(Some(target))
+        Ok(())
     }
 
     /// The upload retry timing: full-jitter backoff from `retry_base` up to `retry_cap`,
@@ -135,11 +129,11 @@ impl PublishConfig {
 
 impl PublishConfig {
     /// The publish settings of the `[recording]` section; the rest keep their defaults.
-    pub fn from_recording(recording: &crate::config::RecordingConfig) -> Self {
+    pub fn from_recording(recording: &RecordingConfig) -> Self {
         Self {
             dir: recording.dir.clone(),
             format: recording.format,
-            upload_url: recording.upload_url.as_ref().map(ToString::to_string),
+            upload_url: recording.upload_url.clone(),
             public_base_url: recording.public_base_url.clone(),
             keep_local_days: recording.keep_local_days,
             upload_retries: recording.upload_retries,
@@ -155,7 +149,8 @@ mod tests {
     #[test]
     fn defaults_keep_recordings_local_with_five_retries() {
         let config = PublishConfig::default();
-        assert_eq!(config.validate().unwrap(), None);
+        config.validate().unwrap();
+        assert_eq!(config.upload_url, None);
         assert_eq!(config.retry_policy().max_attempts, Some(6));
         assert_eq!(config.keep_local(), None);
     }
@@ -167,14 +162,15 @@ mod tests {
             edit(&mut config);
             config.validate().unwrap_err().to_string()
         };
-        assert!(bad(|c| c.upload_url = Some("ftp://x".into())).contains("file://, s3:// or gs://"));
         assert!(bad(|c| c.retry_base = Duration::ZERO).contains("positive"));
         assert!(bad(|c| c.max_concurrent = 0).contains("max_concurrent"));
         assert!(bad(|c| c.public_base_url = Some("cdn.example".into())).contains("http"));
         assert!(
             bad(|c| {
                 c.dir = "/srv/rec".into();
-                c.upload_url = Some("file:///srv/rec".into());
+                c.upload_url = Some(UploadTarget::File {
+                    dir: "/srv/rec".into(),
+                });
             })
             .contains("recording folder")
         );

@@ -22,9 +22,9 @@ use std::time::Duration;
 
 use thiserror::Error;
 
+use super::config::RecordingRate;
 use super::timeline::BLOCK;
 use crate::audio::resample::{Rate, Resampler};
-use crate::config::RecordingRate;
 
 /// The header is rewritten (and the buffer flushed) after this much audio.
 pub const FLUSH_EVERY_MS: u64 = 500;

@@ -26,9 +26,9 @@ use metrics::{Counter, counter, gauge};
 use tracing::{error, info, warn};
 
 use super::FinishedRecording;
+use super::config::RecordingConfig;
 use super::timeline::{BLOCK, RING, Timeline, TimelineStats};
 use super::wav::{self, PART_SUFFIX, WavSink};
-use crate::config::RecordingConfig;
 use crate::telemetry;
 
 /// Messages a call's queue holds (caller and agent frames: about 480 ms of a call, which
@@ -78,7 +78,7 @@ struct Slot {
 
 struct Inner {
     dir: PathBuf,
-    rate: crate::config::RecordingRate,
+    rate: super::config::RecordingRate,
     on_finished: Mutex<Option<RecordingFinished>>,
     new_calls: Mutex<Vec<Arc<Slot>>>,
     recover: AtomicBool,

@@ -36,7 +36,6 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::AgentKind;
 use crate::audio::pipeline::Pipeline;
 use crate::config::Config;
 use crate::control::deliver::Deliverer;
@@ -88,9 +87,14 @@ impl Server {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("creating the data directory {}", config.data_dir.display())
         })?;
-        let control = ControlService::start(&config, shutdown.child_token())
-            .await
-            .context("starting the control plane")?;
+        let control = ControlService::start(
+            &config.control,
+            &config.plivo,
+            &config.data_dir,
+            shutdown.child_token(),
+        )
+        .await
+        .context("starting the control plane")?;
         // Finished recordings are encoded, uploaded and announced by the publisher; the
         // retention sweep deletes published local copies past `keep_local_days`.
         let publish = PublishConfig::from_recording(&config.recording);
@@ -144,7 +148,7 @@ impl Server {
         }
         // The agent of calls that choose none, chosen here only: `config.agent.default`
         // replaces this once the configuration has it.
-        let default_agent = AgentKind::default();
+        let default_agent = config.agent.default;
         let verifier = config
             .plivo
             .verify_signatures

@@ -154,12 +154,12 @@ impl Intake {
         let recorder = self.recorder.as_ref().filter(|_| plan.record);
         tracing::Span::current().record("stream_id", stream_id.as_str());
         info!(?format, plivo_call = %start.start.call_id, took_over = attachment.took_over,
-            agent = plan.agent.name(), flow_name = ?plan.flow_name, recorded = recorder.is_some(),
+            agent = plan.agent.as_str(), flow_name = ?plan.flow_name, recorded = recorder.is_some(),
             "stream started");
         attachment.journal.record(Event::StreamStarted {
             stream_id: stream_id.clone(),
             took_over: attachment.took_over,
-            agent: plan.agent.name(),
+            agent: plan.agent.as_str(),
             flow_name: plan.flow_name.clone(),
             recorded: recorder.is_some(),
         });
@@ -293,9 +293,9 @@ mod tests {
     use super::*;
     use crate::agent::AgentKind;
     use crate::audio::pipeline::PipelineConfig;
-    use crate::config::SessionConfig;
     use crate::ids::CallId;
     use crate::session::Sessions;
+    use crate::session::config::SessionConfig;
     use crate::telephony::plivo::stream::{Inbound, parse_inbound};
 
     fn deps() -> SessionDeps {

@@ -17,6 +17,7 @@
 //! call is on the media timeline, and [`journal`] keeps what happened.
 
 pub mod clock;
+pub mod config;
 mod conversation;
 mod intake;
 pub mod journal;
@@ -34,8 +35,8 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::agent::AgentKind;
-use crate::config::SessionConfig;
 use crate::ids::CallId;
+use config::SessionConfig;
 use journal::Journal;
 use plan::CallPlan;
 

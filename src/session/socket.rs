@@ -28,13 +28,13 @@ use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::config::SessionConfig;
 use super::conversation::Conversation;
 use super::intake::Intake;
 use super::journal::Event;
 use super::{Attachment, Sessions};
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, Pipeline};
-use crate::config::SessionConfig;
 use crate::ids::CallId;
 use crate::recording::writer::Recorder;
 use crate::telemetry::{self, bad_message};

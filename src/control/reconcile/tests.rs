@@ -9,7 +9,7 @@ use chrono::Utc;
 use serde_json::json;
 
 use super::{Reconciler, cdr_observation};
-use crate::config::{CliOverrides, Config, ReconcileConfig};
+use crate::control::config::{RawControl, ReconcileConfig};
 use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::ControlPlane;
 use crate::control::store::{MemoryStore, Store};
@@ -115,9 +115,7 @@ fn config(initial_delay: Duration, error_tolerance: u32) -> ReconcileConfig {
 
 fn setup(config: ReconcileConfig) -> Setup {
     let store: Arc<dyn Store> = Arc::new(MemoryStore::new(&[]));
-    let control = Config::load(None, &HashMap::new(), CliOverrides::default())
-        .unwrap()
-        .control;
+    let control = RawControl::default().validate().unwrap();
     let plane = Arc::new(ControlPlane::new(
         Arc::clone(&store),
         None,

@@ -1,5 +1,5 @@
 use super::*;
-use crate::config::RecordingRate;
+use crate::recording::config::RecordingRate;
 use std::sync::mpsc;
 
 fn recorder(
@@ -12,7 +12,7 @@ fn recorder(
         enabled: true,
         dir: dir.clone(),
         sample_rate: rate,
-        format: crate::config::RecordingFormat::Wav,
+        format: crate::recording::config::RecordingFormat::Wav,
         upload_url: None,
         keep_local_days: None,
         upload_retries: 5,

@@ -1,4 +1,5 @@
-//! Plivo's routes: the answer URL, the media WebSocket upgrade and the callbacks.
+//! Plivo's routes: the answer URL, the media WebSocket upgrade and (in `callbacks`) the
+//! callbacks.
 //!
 //! Every request Plivo makes is signed (V3); when signatures are enforced, each route
 //! checks it against the URL Plivo dialled (the configured public URL plus the request's
@@ -19,8 +20,6 @@ use tracing::{info, warn};
 
 use super::AppState;
 use super::plan::{self, opted_out_of_recording};
-use crate::control::lifecycle::Observation;
-use crate::control::store::StoreError;
 use crate::ids::CallId;
 use crate::session::socket::{self, WsMessage};
 use crate::telemetry;
@@ -30,6 +29,9 @@ use crate::telephony::plivo::answer::{
 };
 use crate::telephony::plivo::signature::{Method, websocket_signing_url};
 use crate::telephony::plivo::stream::MAX_MESSAGE_BYTES;
+
+mod callbacks;
+pub(super) use callbacks::{hangup, ring, stream_status};
 
 /// The transport's own cap on one WebSocket message; the session drops (and counts) any
 /// message over Plivo's 64 KiB limit itself, so a peer's oversized message ends nothing.
@@ -271,165 +273,4 @@ pub(super) async fn stream(
             });
             sessions.spawn(socket::run(incoming, Box::pin(sink), attachment, deps));
         })
-}
-
-/// A Plivo callback that passed its signature check.
-struct Callback {
-    /// `?call_id=` when the URL carries one, else the form's `CallUUID`.
-    call_id: String,
-    form: Vec<(String, String)>,
-}
-
-impl Callback {
-    /// Reads and checks a callback.
-    fn read(
-        state: &AppState,
-        route: &'static str,
-        headers: &HeaderMap,
-        uri: &Uri,
-        body: &[u8],
-    ) -> Result<Self, BadSignature> {
-        let form = parse_form(body);
-        let url = format!("{}{}", public_base(state, headers), path_and_query(uri));
-        check_signature(state, route, Method::Post, &url, &form, headers)?;
-        let from_query = parse_query(uri.query().unwrap_or(""))
-            .into_iter()
-            .find(|(k, v)| k == "call_id" && !v.is_empty())
-            .map(|(_, v)| v);
-        let mut callback = Self {
-            call_id: String::new(),
-            form,
-        };
-        callback.call_id = from_query.unwrap_or_else(|| callback.get("CallUUID").to_owned());
-        Ok(callback)
-    }
-
-    /// A form field, or `""`.
-    fn get(&self, name: &str) -> &str {
-        self.form
-            .iter()
-            .find(|(k, _)| k == name)
-            .map_or("", |(_, v)| v.as_str())
-    }
-
-    /// Counts the callback; true the first time its idempotency `key` is seen (Plivo
-    /// retries callbacks, and a retry must not be acted on twice).
-    fn first_time(&self, state: &AppState, kind: &'static str, key: String) -> bool {
-        let first = state.callbacks.first_time(key);
-        let duplicate = if first { "false" } else { "true" };
-        metrics::counter!(telemetry::CALLBACKS, "kind" => kind, "duplicate" => duplicate)
-            .increment(1);
-        first
-    }
-}
-
-/// Feeds a callback to the control plane; a callback for no known call is kept for audit.
-async fn record(
-    state: &AppState,
-    kind: &'static str,
-    callback: &Callback,
-    observation: Observation,
-) {
-    let Some(control) = &state.control else {
-        return;
-    };
-    let result = match control.observe(&callback.call_id, observation).await {
-        Err(StoreError::NotFound(_)) => {
-            info!(call_id = %callback.call_id, kind, "callback for an unknown call: kept for audit");
-            control.orphan_callback(kind, &callback.form).await
-        }
-        other => other,
-    };
-    if let Err(error) = result {
-        warn!(call_id = %callback.call_id, kind, %error, "could not record the callback");
-    }
-}
-
-/// `POST /plivo/hangup`: the call ended; its session (if still open) is closed.
-pub(super) async fn hangup(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let callback = match Callback::read(&state, "hangup", &headers, &uri, &body) {
-        Ok(callback) => callback,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if callback.first_time(
-        &state,
-        "hangup",
-        format!("hangup:{}", callback.get("CallUUID")),
-    ) {
-        let known =
-            CallId::parse(&callback.call_id).is_ok_and(|call_id| state.sessions.hang_up(&call_id));
-        info!(call_id = %callback.call_id, known, cause = callback.get("HangupCause"),
-            duration = callback.get("Duration"), "hangup callback");
-        let status = Some(callback.get("CallStatus"))
-            .filter(|s| !s.is_empty())
-            .unwrap_or("completed");
-        let cause = [callback.get("HangupCauseName"), callback.get("HangupCause")]
-            .into_iter()
-            .find(|c| !c.is_empty())
-            .map(str::to_owned);
-        let observation = Observation {
-            status: Some(status.to_owned()),
-            call_uuid: Some(callback.get("CallUUID").to_owned()),
-            duration_secs: callback.get("Duration").trim().parse().ok(),
-            hangup_cause: cause,
-            ended_at: Some(chrono::Utc::now()),
-            ..Observation::default()
-        };
-        record(&state, "hangup", &callback, observation).await;
-    }
-    StatusCode::OK.into_response()
-}
-
-/// `POST /plivo/ring`: the callee's phone is ringing (outbound calls).
-pub(super) async fn ring(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let callback = match Callback::read(&state, "ring", &headers, &uri, &body) {
-        Ok(callback) => callback,
-        Err(refusal) => return refusal.into_response(),
-    };
-    if callback.first_time(&state, "ring", format!("ring:{}", callback.get("CallUUID"))) {
-        info!(call_id = %callback.call_id, "ring callback");
-        let observation = Observation {
-            status: Some("ringing".to_owned()),
-            call_uuid: Some(callback.get("CallUUID").to_owned()),
-            ..Observation::default()
-        };
-        record(&state, "ring", &callback, observation).await;
-    }
-    StatusCode::OK.into_response()
-}
-
-/// `POST /plivo/stream-status`: stream lifecycle (`StartStream`, `StopStream`,
-/// `DroppedStream`, `DegradedStream`, or `started`/`stopped`/`failed`).
-pub(super) async fn stream_status(
-    State(state): State<Arc<AppState>>,
-    headers: HeaderMap,
-    uri: Uri,
-    body: Bytes,
-) -> Response {
-    let callback = match Callback::read(&state, "stream_status", &headers, &uri, &body) {
-        Ok(callback) => callback,
-        Err(refusal) => return refusal.into_response(),
-    };
-    let (event, stream_id) = (callback.get("Event"), callback.get("StreamID"));
-    let key = format!("stream:{stream_id}:{event}:{}", callback.get("Timestamp"));
-    if callback.first_time(&state, "stream_status", key) {
-        let call_id = &callback.call_id;
-        match event {
-            "DroppedStream" | "failed" | "DegradedStream" => {
-                warn!(%call_id, event, stream_id, "stream status")
-            }
-            _ => info!(%call_id, event, stream_id, "stream status"),
-        }
-    }
-    StatusCode::OK.into_response()
 }

@@ -242,6 +242,30 @@ async fn callbacks_are_idempotent_and_unknown_calls_get_200() {
 }
 
 #[tokio::test]
+async fn callbacks_that_name_no_call_are_refused_400_after_the_signature_check() {
+    let s = server(&[("PLIVO_AUTH_TOKEN", TOKEN)]).await;
+    let nameless = form(&[("Event", "StartStream"), ("CallUUID", "")]);
+    for route in ["hangup", "ring", "stream-status"] {
+        let url = format!("{}/plivo/{route}", s.base);
+        assert_eq!(post(&url, &nameless, None).await.status(), 403, "{route}");
+        let refused = post(&url, &nameless, Some(TOKEN)).await;
+        assert_eq!(refused.status(), 400, "{route}");
+        assert!(refused.text().await.unwrap().contains("names no call"));
+        let named = format!("{url}?call_id=backend-9");
+        assert_eq!(
+            post(&named, &nameless, Some(TOKEN)).await.status(),
+            200,
+            "{route}"
+        );
+    }
+    let metrics = s.metrics().await;
+    assert!(
+        metrics.contains(r#"voxgate_bad_messages_total{kind="missing_call_id"} 3"#),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
 async fn shutdown_flips_ready_and_refuses_new_calls_while_draining() {
     let s = server(&[("VOXGATE_DRAIN_TIMEOUT_SECS", "1")]).await;
     // A live call keeps the server draining.

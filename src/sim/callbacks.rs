@@ -438,6 +438,53 @@ fn civil_from_days(z: i64) -> (i64, u32, u32) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::telephony::plivo::callback::{
+        CallStatus, Callback, CallbackEvent, CallbackKind, Hangup, StreamEvent, StreamStatus,
+    };
+
+    /// The simulator's callbacks read back, through the server's own parser, as what
+    /// they mean to say.
+    #[test]
+    fn callbacks_parse_as_the_server_reads_them() {
+        let cfg = SimConfig::new("http://127.0.0.1:8080/", Vec::new());
+        let answered = UNIX_EPOCH + Duration::from_secs(1_714_644_900);
+        for (server_hung_up, cause) in [(false, "Normal Hangup"), (true, "End Of XML Instructions")]
+        {
+            let params = hangup_params(
+                &cfg,
+                answered,
+                Duration::from_millis(41_200),
+                server_hung_up,
+            );
+            let callback = Callback::from_params(CallbackKind::Hangup, &[], &params).unwrap();
+            assert_eq!(callback.call_id, cfg.call_uuid);
+            assert_eq!(
+                callback.idempotency_key,
+                format!("hangup:{}", cfg.call_uuid)
+            );
+            assert_eq!(
+                callback.event,
+                CallbackEvent::Hangup(Hangup {
+                    status: CallStatus::Completed,
+                    cause: Some(cause.into()),
+                    duration_secs: Some(42),
+                })
+            );
+        }
+        let params = stream_status_params(&cfg, "StopStream", "s-1", answered);
+        let callback = Callback::from_params(CallbackKind::StreamStatus, &[], &params).unwrap();
+        assert_eq!(
+            callback.idempotency_key,
+            "stream:s-1:StopStream:2024-05-02 10:15:00"
+        );
+        assert_eq!(
+            callback.event,
+            CallbackEvent::StreamStatus(StreamStatus {
+                stream_id: Some("s-1".into()),
+                event: Some(StreamEvent::StopStream),
+            })
+        );
+    }
 
     #[test]
     fn plivo_time_formats_utc() {

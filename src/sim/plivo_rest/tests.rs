@@ -12,6 +12,9 @@ use serde_json::Value;
 
 use super::*;
 use crate::telephony::plivo::answer::{parse_form, parse_query};
+use crate::telephony::plivo::callback::{
+    CallStatus, Callback, CallbackEvent, CallbackKind, Hangup,
+};
 use crate::telephony::plivo::signature::{Method, SignatureError, Verifier};
 
 const ID: &str = "MAZDQ1ZDU2NDE4MTNHMQ";
@@ -322,6 +325,21 @@ async fn callbacks_are_signed_and_carry_plivos_fields() {
     assert_eq!(param(hangup, "HangupCauseCode"), Some("4000"));
     assert_eq!(param(hangup, "Duration"), Some("17"));
     assert!(param(hangup, "AnswerTime").is_some());
+    // What the server reads from them.
+    let ring = Callback::from_params(CallbackKind::Ring, &[], ring).unwrap();
+    assert_eq!(
+        (ring.call_id.as_str(), ring.event),
+        (uuid.as_str(), CallbackEvent::Ring)
+    );
+    let hangup = Callback::from_params(CallbackKind::Hangup, &[], hangup).unwrap();
+    assert_eq!(
+        hangup.event,
+        CallbackEvent::Hangup(Hangup {
+            status: CallStatus::Completed,
+            cause: Some("Normal Hangup".into()),
+            duration_secs: Some(17),
+        })
+    );
 
     fake.add_inbound("in-1", "1", "2");
     assert_eq!(

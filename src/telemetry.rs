@@ -31,7 +31,7 @@ pub const BARGE_INS: &str = "voxgate_barge_ins_total";
 pub const SIGNATURE_FAILURES: &str = "voxgate_signature_failures_total";
 /// Inbound WebSocket messages dropped, by `kind`.
 pub const BAD_MESSAGES: &str = "voxgate_bad_messages_total";
-/// Media chunks that arrived out of order, by `outcome` (`reordered`, `late`, `lost`).
+/// Media chunks that arrived out of order, by `outcome` (`reordered`, `late`, `resync`).
 pub const CHUNKS_OUT_OF_ORDER: &str = "voxgate_chunks_out_of_order_total";
 /// Agent turns, by how their playout was confirmed (`played`, `timeout`, `cleared`).
 pub const TURNS: &str = "voxgate_turns_total";
@@ -41,6 +41,10 @@ pub const TURN_HEARD_LATENCY: &str = "voxgate_turn_heard_latency_seconds";
 pub const STREAMS_ENDED: &str = "voxgate_streams_ended_total";
 /// Plivo callbacks received, by `kind` and whether they were `duplicate`.
 pub const CALLBACKS: &str = "voxgate_callbacks_total";
+/// HTTP connections open (requests, keep-alive and upgraded WebSockets).
+pub const HTTP_CONNECTIONS: &str = "voxgate_http_connections";
+/// HTTP connections closed at accept because `http.max_connections` were open.
+pub const HTTP_CONNECTIONS_REFUSED: &str = "voxgate_http_connections_refused_total";
 
 // Delivery of lifecycle events to the sinks (`control::deliver`); `sink` is `queue` or
 // `backend`.

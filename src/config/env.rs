@@ -67,6 +67,10 @@ pub(super) const VARS: &[(&str, &str)] = &[
         "recording.public_base_url",
     ),
     ("VOXGATE_AGENT", "agent.default"),
+    ("VOXGATE_HTTP_HEADER_TIMEOUT_MS", "http.header_timeout_ms"),
+    ("VOXGATE_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
+    ("VOXGATE_HTTP_MAX_CONNECTIONS", "http.max_connections"),
+    ("VOXGATE_HTTP_SEND_BUFFER_BYTES", "http.send_buffer_bytes"),
 ];
 
 /// `file` with the environment's settings laid over it.

@@ -4,7 +4,7 @@
 //! it: `[audio]` in [`crate::audio::config`], `[plivo]` in
 //! [`crate::telephony::plivo::config`], `[session]` in [`crate::session::config`],
 //! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`],
-//! `[agent]` in [`crate::agent::config`]. This module only assembles them and owns the
+//! `[agent]` in [`crate::agent::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
 //! top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
@@ -32,6 +32,7 @@ use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
 use crate::recording::config::{RawRecording, RecordingConfig};
+use crate::server::config::{HttpConfig, RawHttp};
 use crate::session::config::{RawSession, SessionConfig};
 use crate::setting::{InvalidSetting, invalid};
 use crate::telephony::plivo::config::{PlivoConfig, RawPlivo};
@@ -84,6 +85,8 @@ struct RawConfig {
     recording: RawRecording,
     #[serde(default)]
     agent: RawAgent,
+    #[serde(default)]
+    http: RawHttp,
 }
 
 /// Overrides from the command line (highest precedence).
@@ -120,6 +123,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Which agent answers calls.
     pub agent: AgentConfig,
+    /// The bounds of every HTTP connection.
+    pub http: HttpConfig,
 }
 
 impl Config {
@@ -153,6 +158,7 @@ impl Config {
             control,
             recording,
             agent,
+            http,
         } = self;
         let raw = RawConfig {
             listen: Some(listen.to_string()),
@@ -164,6 +170,7 @@ impl Config {
             control: control.into(),
             recording: recording.into(),
             agent: agent.into(),
+            http: http.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
     }
@@ -208,6 +215,7 @@ impl RawConfig {
             control: self.control.validate()?,
             recording: self.recording.validate(&data_dir)?,
             agent: self.agent.validate()?,
+            http: self.http.validate()?,
             data_dir,
         })
     }

@@ -26,6 +26,8 @@
 //! Tests run the same wiring: [`Server::start`] is exactly `voxgate serve`, and
 //! [`Server::start_without_control`] is the media edge alone (no store, no publisher).
 
+pub mod config;
+mod connections;
 mod seams;
 
 use std::sync::Arc;
@@ -48,6 +50,7 @@ use crate::recording::retention;
 use crate::recording::writer::{Recorder, RecordingFinished};
 use crate::session::Sessions;
 use crate::telephony::plivo::signature::Verifier;
+use config::HttpConfig;
 
 /// How long shutdown waits for the recording writer to finish the calls' files.
 const RECORDER_DRAIN: Duration = Duration::from_secs(10);
@@ -59,6 +62,7 @@ const DELIVERY_DRAIN: Duration = Duration::from_secs(15);
 /// A started server, not yet serving.
 pub struct Server {
     state: Arc<AppState>,
+    http: HttpConfig,
     recorder: Option<Arc<Recorder>>,
     drain_timeout: Duration,
     after_calls: Option<AfterCalls>,
@@ -176,6 +180,7 @@ impl Server {
         };
         Ok(Self {
             state: Arc::new(state),
+            http: config.http,
             recorder,
             drain_timeout: config.session.drain_timeout,
             after_calls: None,
@@ -192,14 +197,12 @@ impl Server {
     /// order the module doc gives, each step bounded.
     pub async fn run(self, listener: TcpListener) -> anyhow::Result<()> {
         let stop_listening = CancellationToken::new();
-        let mut serving = {
-            let stop = stop_listening.clone();
-            tokio::spawn(
-                axum::serve(listener, http::app(Arc::clone(&self.state)))
-                    .with_graceful_shutdown(async move { stop.cancelled().await })
-                    .into_future(),
-            )
-        };
+        let mut serving = tokio::spawn(connections::serve(
+            listener,
+            http::app(Arc::clone(&self.state)),
+            self.http,
+            stop_listening.clone(),
+        ));
         if let Some(recorder) = &self.recorder {
             // Recordings a crash left behind: repaired and handed off like finished ones.
             recorder.recover_left_behind();

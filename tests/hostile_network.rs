@@ -168,3 +168,160 @@ async fn connections_beyond_the_limit_are_closed_at_once_and_counted() {
         .await;
     assert!(refused >= 1.0, "refusals counted: {refused}");
 }
+
+/// Upgrades to `url` with `headers`; the HTTP status when the server refuses.
+async fn try_upgrade(url: &str, headers: &[(&'static str, String)]) -> Result<RawCall, u16> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    match tokio_tungstenite::connect_async(request).await {
+        Ok((ws, _)) => Ok(RawCall {
+            ws,
+            call_id: "replayed".into(),
+            stream_id: "stream-replayed".into(),
+        }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(other) => panic!("upgrade failed: {other}"),
+    }
+}
+
+/// Keeps `call` delivering silence every 20 ms until the returned token is cancelled;
+/// hands the call back when it stops.
+fn keep_streaming(
+    mut call: RawCall,
+    first_chunk: u64,
+) -> (
+    tokio_util::sync::CancellationToken,
+    tokio::task::JoinHandle<RawCall>,
+) {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let task = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut chunk = first_chunk;
+            while !stop.is_cancelled() {
+                call.media(chunk, &SILENCE).await;
+                chunk += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            call
+        }
+    });
+    (stop, task)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replayed_signed_upgrade_cannot_take_a_live_call_over() {
+    use voxgate::telephony::plivo::signature::{Method, sign_v3_headers, websocket_signing_url};
+    const TOKEN: &str = "replay-test-token";
+    let server = TestServer::start(&[("PLIVO_AUTH_TOKEN", TOKEN)]).await;
+    let answer_url = format!("{}/plivo/answer", server.base);
+    let form: Vec<(String, String)> = vec![
+        ("CallUUID".into(), "replay-victim".into()),
+        ("From".into(), "+15550001".into()),
+        ("To".into(), "+15550002".into()),
+    ];
+    let mut request = reqwest::Client::new().post(&answer_url).form(&form);
+    for (name, value) in sign_v3_headers(TOKEN, Method::Post, &answer_url, &form) {
+        request = request.header(name, value);
+    }
+    let answer = request.send().await.unwrap().text().await.unwrap();
+    let start = answer.find("ws://").expect("stream URL in the answer");
+    let end = answer[start..].find('<').unwrap() + start;
+    let ws_url = answer[start..end].replace("&amp;", "&");
+
+    // The real upgrade, whose headers an attacker captured.
+    let captured =
+        sign_v3_headers(TOKEN, Method::Get, &websocket_signing_url(&ws_url), &[]).to_vec();
+    let mut real = try_upgrade(&ws_url, &captured)
+        .await
+        .expect("the real upgrade");
+    real.call_id = "replay-victim".into();
+    real.stream_id = "stream-replay-victim".into();
+    real.start().await;
+    let (stop, streaming) = keep_streaming(real, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    // Replayed as is: the nonce was used. Freshly signed while the call streams: refused too.
+    assert_eq!(try_upgrade(&ws_url, &captured).await.err(), Some(403));
+    let fresh = sign_v3_headers(TOKEN, Method::Get, &websocket_signing_url(&ws_url), &[]);
+    assert_eq!(try_upgrade(&ws_url, &fresh).await.err(), Some(409));
+    assert!(
+        server
+            .metric(r#"voxgate_signature_failures_total{route="stream",kind="replayed"}"#)
+            .await
+            >= 1.0
+    );
+
+    // The real caller's call goes on: it still hears its echo.
+    stop.cancel();
+    let mut real = streaming.await.unwrap();
+    let mut audio = fixture("utterance_1.ulaw");
+    audio.extend([0xFF; 8_000]);
+    real.stream(1_000, &audio, Duration::from_millis(20)).await;
+    let echo = real
+        .collect_audio(Duration::from_millis(800), Duration::from_secs(15))
+        .await;
+    assert!(
+        echo.len() >= 100 * 160,
+        "the real call still hears its agent: {}",
+        echo.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_genuine_reconnect_takes_over_once_the_first_socket_is_silent_or_gone() {
+    let server = TestServer::start(&[]).await;
+    let mut first = RawCall::open(&server.base, "reconnect-call").await;
+    let ws_url = format!(
+        "{}/plivo/stream?call_id=reconnect-call",
+        server.base.replace("http://", "ws://")
+    );
+    first.start().await;
+    let (stop, streaming) = keep_streaming(first, 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        try_upgrade(&ws_url, &[]).await.err(),
+        Some(409),
+        "no takeover while the first socket delivers media"
+    );
+
+    // The first socket stops delivering media (Plivo's side of it died): a reconnect
+    // after the takeover window is welcome, and the silent socket is closed.
+    stop.cancel();
+    let mut first = streaming.await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1_300)).await;
+    let mut second = try_upgrade(&ws_url, &[]).await.expect("the reconnect");
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        use futures_util::StreamExt;
+        loop {
+            match first.ws.next().await {
+                None
+                | Some(Err(_))
+                | Some(Ok(tokio_tungstenite::tungstenite::Message::Close(_))) => break,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the silent socket was closed by the takeover"
+    );
+
+    // And a socket that is gone is replaced at once.
+    second.call_id = "reconnect-call".into();
+    second.stream_id = "stream-reconnect-call".into();
+    second.start().await;
+    second.media(1, &SILENCE).await;
+    drop(second);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        try_upgrade(&ws_url, &[]).await.is_ok(),
+        "a reconnect after the socket closed"
+    );
+}

@@ -24,9 +24,8 @@ use crate::control::plane::ControlPlane;
 use crate::recording::writer::Recorder;
 use crate::session::Sessions;
 use crate::session::socket::{SessionDeps, StreamStarted};
+use crate::telephony::plivo::seen::SeenOnce;
 use crate::telephony::plivo::signature::Verifier;
-
-pub use plivo::CallbackLog;
 
 /// Bodies larger than this are refused (Plivo's forms are a few KiB).
 const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -51,7 +50,9 @@ pub struct AppState {
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
     /// Plivo callbacks seen, for idempotency.
-    pub callbacks: CallbackLog,
+    pub callbacks: SeenOnce,
+    /// Signature nonces of WebSocket upgrades already used (a replay is refused).
+    pub upgrade_nonces: SeenOnce,
     /// The agent of calls that choose none.
     pub default_agent: AgentKind,
     /// The control plane (`/v1`, call lifecycle); `None` when it is not running.

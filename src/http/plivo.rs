@@ -7,8 +7,7 @@
 //! metric when it does not match. Callbacks are idempotent: Plivo retries them, and a
 //! repeat is acknowledged without being acted on twice.
 
-use std::collections::{HashSet, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
@@ -21,13 +20,14 @@ use tracing::{info, warn};
 use super::AppState;
 use super::plan::{self, opted_out_of_recording};
 use crate::ids::CallId;
+use crate::session::Refused;
 use crate::session::socket::{self, WsMessage};
 use crate::telemetry;
 use crate::telephony::plivo::answer::{
     self, AnswerRequest, Refusal, StreamXml, parse_form, parse_query, refusal_response,
     stream_response,
 };
-use crate::telephony::plivo::signature::{Method, websocket_signing_url};
+use crate::telephony::plivo::signature::{self, Method, websocket_signing_url};
 use crate::telephony::plivo::stream::MAX_MESSAGE_BYTES;
 
 mod callbacks;
@@ -36,34 +36,6 @@ pub(super) use callbacks::{hangup, ring, stream_status};
 /// The transport's own cap on one WebSocket message; the session drops (and counts) any
 /// message over Plivo's 64 KiB limit itself, so a peer's oversized message ends nothing.
 const TRANSPORT_MAX_MESSAGE: usize = 16 * MAX_MESSAGE_BYTES;
-/// Callback keys remembered for idempotency.
-const CALLBACK_MEMORY: usize = 100_000;
-
-/// Plivo callbacks already handled, by idempotency key (bounded, oldest forgotten first).
-#[derive(Default)]
-pub struct CallbackLog {
-    seen: Mutex<(HashSet<String>, VecDeque<String>)>,
-}
-
-impl CallbackLog {
-    /// True the first time `key` is seen.
-    pub fn first_time(&self, key: String) -> bool {
-        let mut guard = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let (set, order) = &mut *guard;
-        if set.contains(&key) {
-            return false;
-        }
-        if order.len() == CALLBACK_MEMORY
-            && let Some(oldest) = order.pop_front()
-        {
-            set.remove(&oldest);
-        }
-        set.insert(key.clone());
-        order.push_back(key);
-        true
-    }
-}
-
 /// The base URL Plivo reaches us at: the configured one, else `http://{Host}`.
 pub(super) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     match &state.public_url {
@@ -223,6 +195,16 @@ pub(super) async fn stream(
     ) {
         return refusal.into_response();
     }
+    // A signed upgrade is good once: the same nonce again is a captured upgrade replayed.
+    if state.verifier.is_some()
+        && let Some(nonce) = signature::nonce(&headers)
+        && !state.upgrade_nonces.first_time(nonce)
+    {
+        metrics::counter!(telemetry::SIGNATURE_FAILURES, "route" => "stream", "kind" => "replayed")
+            .increment(1);
+        warn!("refused a WebSocket upgrade whose signature nonce was already used");
+        return BadSignature.into_response();
+    }
     let query = parse_query(uri.query().unwrap_or(""));
     let Some(call_id) = query
         .iter()
@@ -250,7 +232,14 @@ pub(super) async fn stream(
         Ok(attachment) => attachment,
         Err(refused) => {
             metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
-            return (StatusCode::SERVICE_UNAVAILABLE, format!("{refused}\n")).into_response();
+            let status = match refused {
+                Refused::LiveSocket => {
+                    warn!(%call_id, "refused a second upgrade while the call's socket is live");
+                    StatusCode::CONFLICT
+                }
+                _ => StatusCode::SERVICE_UNAVAILABLE,
+            };
+            return (status, format!("{refused}\n")).into_response();
         }
     };
     let deps = state.session_deps();

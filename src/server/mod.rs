@@ -43,15 +43,19 @@ use crate::config::Config;
 use crate::control::deliver::Deliverer;
 use crate::control::plane::ControlPlane;
 use crate::control::service::ControlService;
-use crate::http::{self, AppState, CallbackLog};
+use crate::http::{self, AppState};
 use crate::recording::publish::Publisher;
 use crate::recording::publish_config::PublishConfig;
 use crate::recording::retention;
 use crate::recording::writer::{Recorder, RecordingFinished};
 use crate::session::Sessions;
+use crate::telephony::plivo::seen::SeenOnce;
 use crate::telephony::plivo::signature::Verifier;
 use config::HttpConfig;
 
+/// Callback keys and upgrade nonces remembered (each, about 10 MB at most; at 100 new
+/// calls a minute, hours of calls).
+const SEEN_MEMORY: usize = 100_000;
 /// How long shutdown waits for the recording writer to finish the calls' files.
 const RECORDER_DRAIN: Duration = Duration::from_secs(10);
 /// How long shutdown waits for the uploads of the calls that just ended.
@@ -173,7 +177,8 @@ impl Server {
                 .map(|control| seams::media_started(Arc::clone(&control.plane))),
             verifier,
             metrics: crate::telemetry::install(),
-            callbacks: CallbackLog::default(),
+            callbacks: SeenOnce::new(SEEN_MEMORY),
+            upgrade_nonces: SeenOnce::new(SEEN_MEMORY),
             default_agent,
             deliverer: control.as_ref().map(|control| control.deliverer.clone()),
             control: control.map(|control| control.plane),

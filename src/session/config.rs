@@ -28,6 +28,9 @@ pub struct RawSession {
     pub drain_timeout_secs: Option<u64>,
     /// Out-of-order media chunks held back to restore their order.
     pub reorder_window_frames: Option<usize>,
+    /// A second socket for a call takes over only when the first has delivered no media
+    /// for this long (Plivo reconnecting), ms.
+    pub takeover_after_ms: Option<u64>,
 }
 
 /// Per-call session settings and server limits.
@@ -47,6 +50,8 @@ pub struct SessionConfig {
     pub drain_timeout: Duration,
     /// Out-of-order media chunks held back to restore their order.
     pub reorder_window: usize,
+    /// A second socket takes a call over only after the first delivered no media this long.
+    pub takeover_after: Duration,
 }
 
 impl Default for SessionConfig {
@@ -59,6 +64,7 @@ impl Default for SessionConfig {
             write_timeout: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(30),
             reorder_window: 4,
+            takeover_after: Duration::from_secs(1),
         }
     }
 }
@@ -113,6 +119,12 @@ impl RawSession {
                 Some(n) => n,
                 None => d.reorder_window,
             },
+            takeover_after: millis(
+                "session.takeover_after_ms",
+                self.takeover_after_ms,
+                d.takeover_after,
+                60_000,
+            )?,
         })
     }
 }
@@ -129,6 +141,7 @@ impl From<&SessionConfig> for RawSession {
             write_timeout,
             drain_timeout,
             reorder_window,
+            takeover_after,
         } = *config;
         Self {
             max_calls: Some(max_calls),
@@ -138,6 +151,7 @@ impl From<&SessionConfig> for RawSession {
             write_timeout_ms: Some(write_timeout.as_millis() as u64),
             drain_timeout_secs: Some(drain_timeout.as_secs()),
             reorder_window_frames: Some(reorder_window),
+            takeover_after_ms: Some(takeover_after.as_millis() as u64),
         }
     }
 }

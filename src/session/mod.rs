@@ -54,6 +54,10 @@ pub enum Refused {
     /// The server is shutting down.
     #[error("draining for shutdown")]
     Draining,
+    /// The call's socket is live and delivering media: a second upgrade is a replay or a
+    /// mistake, not Plivo reconnecting, and must not take the call over.
+    #[error("the call's media socket is live")]
+    LiveSocket,
 }
 
 impl Refused {
@@ -62,14 +66,56 @@ impl Refused {
         match self {
             Self::AtCapacity => "capacity",
             Self::Draining => "draining",
+            Self::LiveSocket => "live_socket",
         }
     }
+}
+
+/// When a socket last delivered media, readable by the registry without a lock: the
+/// session stores the time of each media message (one atomic store), `attach` reads it.
+#[derive(Debug)]
+pub struct MediaPulse {
+    epoch: Instant,
+    /// Milliseconds after `epoch` of the last media message, plus one; 0 = none yet.
+    last: AtomicU64,
+}
+
+impl MediaPulse {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            last: AtomicU64::new(0),
+        }
+    }
+
+    /// The socket delivered media at `now`.
+    pub fn beat(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.epoch).as_millis() as u64;
+        self.last.store(ms.saturating_add(1), Ordering::Relaxed);
+    }
+
+    /// True when media arrived within `window` of `now`.
+    fn alive_within(&self, window: Duration, now: Instant) -> bool {
+        match self.last.load(Ordering::Relaxed) {
+            0 => false,
+            last => {
+                let at = self.epoch + Duration::from_millis(last - 1);
+                now.saturating_duration_since(at) < window
+            }
+        }
+    }
+}
+
+/// The socket serving a call.
+struct LiveSocket {
+    cancel: CancellationToken,
+    pulse: Arc<MediaPulse>,
 }
 
 struct CallEntry {
     reserved_at: Instant,
     generation: u64,
-    session: Option<CancellationToken>,
+    session: Option<LiveSocket>,
     journal: Arc<Journal>,
     plan: Arc<CallPlan>,
 }
@@ -100,6 +146,8 @@ pub struct Attachment {
     pub journal: Arc<Journal>,
     /// True when an earlier socket of this call was still open and was taken over.
     pub took_over: bool,
+    /// Beat on every media message, so a later upgrade can tell a live socket from a dead one.
+    pub pulse: Arc<MediaPulse>,
 }
 
 #[derive(Default)]
@@ -186,16 +234,30 @@ impl Sessions {
         let entry = registry.calls.entry(call_id.clone()).or_insert_with(|| {
             CallEntry::new(CallPlan::unplanned(call_id.clone(), self.default_agent))
         });
+        // Plivo reconnects when its socket died; a socket that is still delivering media
+        // is not dead, and whoever asks to replace it (a replayed upgrade) is refused.
+        if let Some(live) = &entry.session
+            && !live.cancel.is_cancelled()
+            && live
+                .pulse
+                .alive_within(self.config.takeover_after, Instant::now())
+        {
+            return Err(Refused::LiveSocket);
+        }
         let took_over = match entry.session.take() {
             Some(previous) => {
-                previous.cancel();
+                previous.cancel.cancel();
                 true
             }
             None => false,
         };
         let cancel = self.root.child_token();
+        let pulse = Arc::new(MediaPulse::new());
         entry.generation = self.generation.fetch_add(1, Ordering::Relaxed);
-        entry.session = Some(cancel.clone());
+        entry.session = Some(LiveSocket {
+            cancel: cancel.clone(),
+            pulse: Arc::clone(&pulse),
+        });
         Ok(Attachment {
             call_id: call_id.clone(),
             plan: Arc::clone(&entry.plan),
@@ -203,6 +265,7 @@ impl Sessions {
             cancel,
             journal: Arc::clone(&entry.journal),
             took_over,
+            pulse,
         })
     }
 
@@ -225,7 +288,7 @@ impl Sessions {
         match registry.calls.remove(call_id) {
             Some(entry) => {
                 if let Some(session) = entry.session {
-                    session.cancel();
+                    session.cancel.cancel();
                 }
                 Self::remember(&mut registry, call_id, entry.journal);
                 true
@@ -366,6 +429,26 @@ mod tests {
         s.detach(&id("a"), second.generation);
         assert_eq!(s.active(), 0);
         assert!(s.journal(&id("a")).is_some(), "journal kept after the call");
+    }
+
+    #[test]
+    fn a_socket_delivering_media_is_not_taken_over_and_a_silent_one_is() {
+        let s = Sessions::new(
+            SessionConfig {
+                takeover_after: Duration::from_millis(50),
+                ..SessionConfig::default()
+            },
+            AgentKind::Echo,
+        );
+        let live = s.attach(&id("a")).unwrap();
+        live.pulse.beat(Instant::now());
+        assert_eq!(s.attach(&id("a")).err(), Some(Refused::LiveSocket));
+        assert!(!live.cancel.is_cancelled(), "the live socket goes on");
+
+        // Its last media longer ago than the takeover window: Plivo is reconnecting.
+        std::thread::sleep(Duration::from_millis(80));
+        let second = s.attach(&id("a")).unwrap();
+        assert!(second.took_over && live.cancel.is_cancelled());
     }
 
     #[test]

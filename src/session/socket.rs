@@ -229,6 +229,7 @@ impl Session {
         };
         match message {
             Inbound::Media(media) => {
+                self.attachment.pulse.beat(Instant::now());
                 self.intake.on_media(&media);
                 // Take the record tap's frames as they come, so a fast stream (the
                 // simulator's --speed) never overflows its queue between ticks.

@@ -88,7 +88,7 @@ async fn handle(
 
 /// Counts the callback; true the first time its idempotency key is seen.
 fn first_time(state: &AppState, kind: CallbackKind, callback: &Callback) -> bool {
-    let first = state.callbacks.first_time(callback.idempotency_key.clone());
+    let first = state.callbacks.first_time(&callback.idempotency_key);
     let duplicate = if first { "false" } else { "true" };
     metrics::counter!(telemetry::CALLBACKS, "kind" => kind.as_str(), "duplicate" => duplicate)
         .increment(1);

@@ -140,8 +140,13 @@ async fn an_idle_stream_is_closed() {
 }
 
 #[tokio::test]
-async fn a_second_socket_takes_over_the_call() {
-    let deps = deps(SessionConfig::default());
+async fn a_second_socket_takes_over_the_call_once_the_first_is_silent() {
+    // The first socket's media stops after five messages: past the takeover window it
+    // counts as dead (Plivo reconnecting), not as a live call to protect.
+    let deps = deps(SessionConfig {
+        takeover_after: Duration::from_millis(50),
+        ..SessionConfig::default()
+    });
     let first = deps.sessions.attach(&id("retry")).unwrap();
     let journal = Arc::clone(&first.journal);
     let incoming = stream::iter(caller_messages().into_iter().take(5)).chain(stream::pending());

@@ -100,7 +100,7 @@ async fn untrusted_text_cannot_start_recolour_or_reverse_a_log_line() {
     });
     call.text(start.to_string()).await;
     call.media(1, &[0xFF; 160]).await;
-    for digit in [format!("1{FORGED}"), format!("{ANSI}"), format!("{BIDI}")] {
+    for digit in [format!("1{FORGED}"), ANSI.to_string(), BIDI.to_string()] {
         let dtmf = serde_json::json!({
             "event": "dtmf", "streamId": call.stream_id, "dtmf": {"digit": digit},
         });

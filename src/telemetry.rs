@@ -33,11 +33,13 @@ pub const SIGNATURE_FAILURES: &str = "voxgate_signature_failures_total";
 pub const BAD_MESSAGES: &str = "voxgate_bad_messages_total";
 /// Media chunks that arrived out of order, by `outcome` (`reordered`, `late`, `resync`).
 pub const CHUNKS_OUT_OF_ORDER: &str = "voxgate_chunks_out_of_order_total";
-/// Agent turns, by how their playout was confirmed (`played`, `timeout`, `cleared`).
+/// Agent turns, by how their playout was confirmed (`played`, `timeout`, `cleared`), or
+/// `unsent` when they never reached the socket.
 pub const TURNS: &str = "voxgate_turns_total";
 /// Caller speech end → `playedStream` of the agent's answer, seconds.
 pub const TURN_HEARD_LATENCY: &str = "voxgate_turn_heard_latency_seconds";
-/// Streams ended, by `reason` (`closed`, `idle_timeout`, `write_timeout`, `taken_over`, `shutdown`).
+/// Streams ended, by `reason` (`closed`, `start_timeout`, `capacity`, `idle_timeout`,
+/// `write_timeout`, `too_large`, `invalid_utf8`, `taken_over_or_hung_up`, `shutdown`).
 pub const STREAMS_ENDED: &str = "voxgate_streams_ended_total";
 /// Plivo callbacks received, by `kind` and whether they were `duplicate`.
 pub const CALLBACKS: &str = "voxgate_callbacks_total";

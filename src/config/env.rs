@@ -40,6 +40,13 @@ pub(super) const VARS: &[(&str, &str)] = &[
     ("VOXGATE_MAX_CALLS", "session.max_calls"),
     ("VOXGATE_PLAYOUT_LEAD_MS", "session.playout_lead_ms"),
     ("VOXGATE_IDLE_TIMEOUT_SECS", "session.idle_timeout_secs"),
+    (
+        "VOXGATE_CHECKPOINT_TIMEOUT_MS",
+        "session.checkpoint_timeout_ms",
+    ),
+    ("VOXGATE_WRITE_TIMEOUT_MS", "session.write_timeout_ms"),
+    ("VOXGATE_START_TIMEOUT_MS", "session.start_timeout_ms"),
+    ("VOXGATE_MAX_PENDING_SOCKETS", "session.max_pending_sockets"),
     ("VOXGATE_DRAIN_TIMEOUT_SECS", "session.drain_timeout_secs"),
     ("VOXGATE_API_TOKENS", "control.api_tokens"),
     ("VOXGATE_CALLER_ID", "control.caller_id"),

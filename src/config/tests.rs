@@ -137,6 +137,41 @@ fn session_limits_have_defaults_and_bounds() {
 }
 
 #[test]
+fn sockets_without_start_are_bounded_by_file_or_environment() {
+    let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+    assert_eq!(config.session.start_timeout, Duration::from_secs(5));
+    assert_eq!(config.session.max_pending_sockets, 100);
+    let file = "[session]\nstart_timeout_ms = 2500\nmax_pending_sockets = 7";
+    let config = Config::load(Some(file), &env(&[]), CliOverrides::default()).unwrap();
+    assert_eq!(config.session.start_timeout, Duration::from_millis(2_500));
+    assert_eq!(config.session.max_pending_sockets, 7);
+    let vars = env(&[
+        ("VOXGATE_START_TIMEOUT_MS", "300"),
+        ("VOXGATE_MAX_PENDING_SOCKETS", "12"),
+        ("VOXGATE_WRITE_TIMEOUT_MS", "1500"),
+        ("VOXGATE_CHECKPOINT_TIMEOUT_MS", "400"),
+    ]);
+    let config = Config::load(Some(file), &vars, CliOverrides::default()).unwrap();
+    assert_eq!(config.session.start_timeout, Duration::from_millis(300));
+    assert_eq!(config.session.max_pending_sockets, 12);
+    assert_eq!(config.session.write_timeout, Duration::from_millis(1_500));
+    assert_eq!(
+        config.session.checkpoint_timeout,
+        Duration::from_millis(400)
+    );
+    for bad in [
+        "[session]\nstart_timeout_ms = 0",
+        "[session]\nstart_timeout_ms = 600001",
+        "[session]\nmax_pending_sockets = 0",
+    ] {
+        assert!(
+            Config::load(Some(bad), &env(&[]), CliOverrides::default()).is_err(),
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn control_settings_have_defaults_and_are_checked() {
     let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
     assert_eq!(config.control.min_answered_secs, 5);

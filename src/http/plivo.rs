@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::State;
-use axum::extract::ws::{Message, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use futures_util::{SinkExt, StreamExt};
@@ -21,7 +21,7 @@ use super::AppState;
 use super::plan::{self, opted_out_of_recording};
 use crate::ids::CallId;
 use crate::session::Refused;
-use crate::session::socket::{self, WsMessage};
+use crate::session::socket::{self, Unreadable, WsMessage, WsOut};
 use crate::telemetry;
 use crate::telephony::plivo::answer::{
     self, AnswerRequest, Refusal, StreamXml, parse_form, parse_query, refusal_response,
@@ -36,6 +36,16 @@ pub(super) use callbacks::{hangup, ring, stream_status};
 /// The transport's own cap on one WebSocket message; the session drops (and counts) any
 /// message over Plivo's 64 KiB limit itself, so a peer's oversized message ends nothing.
 const TRANSPORT_MAX_MESSAGE: usize = 16 * MAX_MESSAGE_BYTES;
+/// The WebSocket's read buffer (tungstenite's default is 128 KiB per socket, allocated and
+/// zeroed at the upgrade): a 20 ms media message is well under 2 KiB, and a bigger message
+/// grows the buffer for as long as it takes to read it.
+const WS_READ_BUFFER: usize = 4 * 1024;
+/// Bytes the WebSocket gathers before writing (tungstenite's default is 128 KiB); the
+/// writer flushes every message anyway.
+const WS_WRITE_BUFFER: usize = 4 * 1024;
+/// The most the WebSocket's write buffer may hold: one outbound message (under 2 KiB) and
+/// a control frame, with room to spare; tungstenite requires more than `WS_WRITE_BUFFER`.
+const WS_MAX_WRITE_BUFFER: usize = 64 * 1024;
 /// The base URL Plivo reaches us at: the configured one, else `http://{Host}`.
 pub(super) fn public_base(state: &AppState, headers: &HeaderMap) -> String {
     match &state.public_url {
@@ -221,14 +231,18 @@ pub(super) async fn stream(
         }
     };
     // A call answered elsewhere (another instance, or before a restart) is planned here,
-    // once, from its stored record and the stream URL.
-    let admitted = if state.sessions.is_known(&call_id) {
-        Ok(())
+    // once, from its stored record and the stream URL. Until its `start` such a socket is
+    // pending: it takes a pending slot, not a call slot (and is refused before any lookup
+    // when none is free).
+    let attached = if state.sessions.is_known(&call_id) {
+        state.sessions.attach(&call_id)
+    } else if state.sessions.pending() >= state.sessions.config().max_pending_sockets {
+        Err(Refused::TooManyPending)
     } else {
         let plan = plan::resolve(&state, call_id.clone(), None, &query).await;
-        state.sessions.reserve(plan)
+        state.sessions.attach_planned(plan)
     };
-    let attachment = match admitted.and_then(|()| state.sessions.attach(&call_id)) {
+    let attachment = match attached {
         Ok(attachment) => attachment,
         Err(refused) => {
             metrics::counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
@@ -239,7 +253,13 @@ pub(super) async fn stream(
                 }
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
-            return (status, format!("{refused}\n")).into_response();
+            // A refused upgrade keeps no idle connection (and its buffers) behind.
+            return (
+                status,
+                [(header::CONNECTION, "close")],
+                format!("{refused}\n"),
+            )
+                .into_response();
         }
     };
     let deps = state.session_deps();
@@ -247,19 +267,38 @@ pub(super) async fn stream(
     upgrade
         .max_message_size(TRANSPORT_MAX_MESSAGE)
         .max_frame_size(TRANSPORT_MAX_MESSAGE)
+        .read_buffer_size(WS_READ_BUFFER)
+        .write_buffer_size(WS_WRITE_BUFFER)
+        .max_write_buffer_size(WS_MAX_WRITE_BUFFER)
         .on_upgrade(move |socket| async move {
             let (sink, incoming) = socket.split();
-            let incoming = incoming.map(|message| {
-                message.map(|message| match message {
-                    Message::Text(text) => WsMessage::Text(text),
-                    Message::Binary(bytes) => WsMessage::Binary(bytes.len()),
-                    Message::Close(_) => WsMessage::Close,
-                    Message::Ping(_) | Message::Pong(_) => WsMessage::Other,
-                })
+            let incoming = incoming.map(|message| match message {
+                Ok(Message::Text(text)) => Ok(WsMessage::Text(text)),
+                Ok(Message::Binary(bytes)) => Ok(WsMessage::Binary(bytes.len())),
+                Ok(Message::Close(_)) => Ok(WsMessage::Close),
+                Ok(Message::Ping(_) | Message::Pong(_)) => Ok(WsMessage::Other),
+                Err(error) => unreadable(&error).map(WsMessage::Unreadable).ok_or(error),
             });
-            let sink = sink.with(|text: String| async move {
-                Ok::<_, axum::Error>(Message::Text(text.into()))
+            let sink = sink.with(|out: WsOut| async move {
+                Ok::<_, axum::Error>(match out {
+                    WsOut::Text(text) => Message::Text(text.into()),
+                    WsOut::Close(code) => Message::Close(Some(CloseFrame {
+                        code: code.code(),
+                        reason: code.reason().into(),
+                    })),
+                })
             });
             sessions.spawn(socket::run(incoming, Box::pin(sink), attachment, deps));
         })
+}
+
+/// Why the transport could not read a message, when the socket is owed a close code for
+/// it (RFC 6455: 1009 for a message over the cap, 1007 for a text frame that is not UTF-8).
+fn unreadable(error: &axum::Error) -> Option<Unreadable> {
+    use std::error::Error as _;
+    match error.source()?.downcast_ref::<tungstenite::Error>()? {
+        tungstenite::Error::Capacity(_) => Some(Unreadable::TooLarge),
+        tungstenite::Error::Utf8(_) => Some(Unreadable::InvalidUtf8),
+        _ => None,
+    }
 }

@@ -1,6 +1,6 @@
 //! The `[session]` configuration section: per-call timing (playout lead, checkpoint grace,
-//! idle and write timeouts, reorder window) and the server's limits (calls at once, drain
-//! time on shutdown).
+//! start, idle and write timeouts, reorder window) and the server's limits (calls at once,
+//! sockets waiting for `start`, drain time on shutdown).
 //!
 //! Values are checked once here, at start; the session code takes them as they are.
 
@@ -31,6 +31,10 @@ pub struct RawSession {
     /// A second socket for a call takes over only when the first has delivered no media
     /// for this long (Plivo reconnecting), ms.
     pub takeover_after_ms: Option<u64>,
+    /// A media socket that has not sent a valid `start` this long is closed, ms.
+    pub start_timeout_ms: Option<u64>,
+    /// Media sockets for calls the answer URL never admitted that may wait for `start` at once.
+    pub max_pending_sockets: Option<usize>,
 }
 
 /// Per-call session settings and server limits.
@@ -52,6 +56,11 @@ pub struct SessionConfig {
     pub reorder_window: usize,
     /// A second socket takes a call over only after the first delivered no media this long.
     pub takeover_after: Duration,
+    /// A media socket that has not sent a valid `start` this long is closed.
+    pub start_timeout: Duration,
+    /// Media sockets for calls the answer URL never admitted that may wait for `start` at
+    /// once; they take no call slot until `start`.
+    pub max_pending_sockets: usize,
 }
 
 impl Default for SessionConfig {
@@ -65,6 +74,8 @@ impl Default for SessionConfig {
             drain_timeout: Duration::from_secs(30),
             reorder_window: 4,
             takeover_after: Duration::from_secs(1),
+            start_timeout: Duration::from_secs(5),
+            max_pending_sockets: 100,
         }
     }
 }
@@ -125,6 +136,19 @@ impl RawSession {
                 d.takeover_after,
                 60_000,
             )?,
+            start_timeout: millis(
+                "session.start_timeout_ms",
+                self.start_timeout_ms,
+                d.start_timeout,
+                600_000,
+            )?,
+            max_pending_sockets: match self.max_pending_sockets {
+                Some(0) => {
+                    return Err(invalid("session.max_pending_sockets", "must be at least 1"));
+                }
+                Some(n) => n,
+                None => d.max_pending_sockets,
+            },
         })
     }
 }
@@ -142,6 +166,8 @@ impl From<&SessionConfig> for RawSession {
             drain_timeout,
             reorder_window,
             takeover_after,
+            start_timeout,
+            max_pending_sockets,
         } = *config;
         Self {
             max_calls: Some(max_calls),
@@ -152,6 +178,8 @@ impl From<&SessionConfig> for RawSession {
             drain_timeout_secs: Some(drain_timeout.as_secs()),
             reorder_window_frames: Some(reorder_window),
             takeover_after_ms: Some(takeover_after.as_millis() as u64),
+            start_timeout_ms: Some(start_timeout.as_millis() as u64),
+            max_pending_sockets: Some(max_pending_sockets),
         }
     }
 }

@@ -6,18 +6,19 @@
 //! the playout pump with outbound encoding (8 k → 16 k for L16 streams, µ-law or L16,
 //! base64, `playAudio` and one `checkpoint` per turn), the agent channel of the recording
 //! (placed by the media clock), and each turn's heard / latency metrics and journal events.
+//! A conversation exists once the stream started: a socket that never sends `start` costs
+//! no agent and no playout.
 //!
 //! Budget per 20 ms of agent audio: encoding reuses buffers sized once; the one allocation
 //! is the outbound JSON `String` the socket writer takes. No lock, no await.
-//! Never: touches the socket except through the bounded outbound queue (full: the message
-//! is dropped and counted), awaits, or reads the stream's media (it gets the started
-//! [`MediaStream`] from the intake).
+//! Never: touches the socket except through the bounded outbound queue ([`Outbox`]; full:
+//! the message is dropped and counted), awaits, or reads the stream's media (it gets the
+//! started [`MediaStream`] from the intake).
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use metrics::{Counter, counter, histogram};
-use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::Attachment;
@@ -25,6 +26,7 @@ use super::intake::MediaStream;
 use super::journal::{Event, Journal};
 use super::playout::{self, Heard, Playout, checkpoint_name};
 use super::socket::SessionDeps;
+use super::writer::Outbox;
 use crate::agent::Agent;
 use crate::audio::frame::FRAME_SAMPLES_8K;
 use crate::audio::resample::{Rate, Resampler};
@@ -37,7 +39,6 @@ pub(super) struct Conversation {
     agent: Box<dyn Agent>,
     playout: Playout,
     journal: Arc<Journal>,
-    out: mpsc::Sender<String>,
     /// 8 k → 16 k for agent audio on an L16 16 kHz stream.
     upsampler: Option<Resampler>,
     wide: Vec<i16>,
@@ -49,32 +50,24 @@ pub(super) struct Conversation {
 }
 
 impl Conversation {
-    /// The call's agent, speaking through `out` (the outbound queue to the socket writer).
-    pub(super) fn new(
-        deps: &SessionDeps,
-        attachment: &Attachment,
-        out: mpsc::Sender<String>,
-    ) -> Self {
+    /// The call's agent, for a stream that started in `format` (the agent's audio is
+    /// encoded for it).
+    pub(super) fn new(deps: &SessionDeps, attachment: &Attachment, format: MediaFormat) -> Self {
+        let upsampler = match format {
+            MediaFormat::L16At16k => Resampler::new(Rate::Hz8000, Rate::Hz16000).ok(),
+            _ => None,
+        };
         Self {
             agent: attachment.plan.agent.build(),
             playout: Playout::new(deps.config.playout_lead, deps.config.checkpoint_timeout),
             journal: Arc::clone(&attachment.journal),
-            out,
-            upsampler: None,
+            upsampler,
             wide: vec![0; 2 * FRAME_SAMPLES_8K],
             encoded: Vec::with_capacity(2 * 2 * FRAME_SAMPLES_8K),
             payload: String::with_capacity(1_024),
             speech_ended_at: Vec::new(),
             frames_out: counter!(telemetry::FRAMES_OUT),
         }
-    }
-
-    /// The stream started in `format`: the agent's audio is encoded for it.
-    pub(super) fn on_stream_started(&mut self, format: MediaFormat) {
-        self.upsampler = match format {
-            MediaFormat::L16At16k => Resampler::new(Rate::Hz8000, Rate::Hz16000).ok(),
-            _ => None,
-        };
     }
 
     /// A 20 ms caller frame (8 kHz, record tap) at its media timestamp.
@@ -84,13 +77,13 @@ impl Conversation {
 
     /// The pipeline has VAD events: each is journaled and handed to the agent; speech that
     /// starts while the agent is heard barges in; a turn the agent answers is queued.
-    pub(super) fn on_vad_events(&mut self, stream: &MediaStream, now: Instant) {
+    pub(super) fn on_vad_events(&mut self, stream: &MediaStream, now: Instant, out: &mut Outbox) {
         while let Some(event) = stream.call.pop_event() {
             match event {
                 VadEvent::SpeechStarted { onset_ms, .. } => {
                     self.journal.record(Event::SpeechStarted { onset_ms });
                     if self.playout.is_speaking(now) {
-                        self.barge_in(stream, now);
+                        self.barge_in(stream, now, out);
                     }
                 }
                 VadEvent::SpeechEnded { end_ms, .. } => {
@@ -106,20 +99,33 @@ impl Conversation {
                 });
             }
         }
-        self.pump(stream, now);
+        self.pump(stream, now, out);
     }
 
-    /// Every 20 ms: sends what is due, and takes a turn whose `playedStream` never came as
-    /// heard.
-    pub(super) fn on_tick(&mut self, stream: Option<&MediaStream>, now: Instant) {
-        if let Some(stream) = stream {
-            self.pump(stream, now);
+    /// Every 20 ms: sends what is due, and settles turns whose `playedStream` never came:
+    /// heard if their checkpoint reached the socket, unsent if it was dropped.
+    pub(super) fn on_tick(&mut self, stream: &MediaStream, now: Instant, out: &mut Outbox) {
+        self.pump(stream, now, out);
+        let mut overdue = Vec::new();
+        self.playout
+            .expire(now, out.taken(), |turn, heard| overdue.push((turn, heard)));
+        for (turn, heard) in overdue {
+            if heard == Heard::Timeout {
+                warn!(turn, "no playedStream for the turn: assuming it was heard");
+            }
+            self.turn_heard(turn, heard);
         }
-        let mut expired = Vec::new();
-        self.playout.expire(now, |turn| expired.push(turn));
-        for turn in expired {
-            warn!(turn, "no playedStream for the turn: assuming it was heard");
-            self.turn_heard(turn, Heard::Timeout);
+    }
+
+    /// The stream ended: each turn that never reached the socket is counted unsent.
+    pub(super) fn end(&mut self, out: &Outbox) {
+        let mut unsent = Vec::new();
+        self.playout.end(out.taken(), |turn| unsent.push(turn));
+        if !unsent.is_empty() {
+            info!(turns = ?unsent, "the stream ended before these turns reached the socket");
+        }
+        for turn in unsent {
+            self.turn_heard(turn, Heard::Unsent);
         }
     }
 
@@ -138,16 +144,13 @@ impl Conversation {
         self.journal.record(Event::Dtmf { digit });
     }
 
-    fn send(&self, message: &Outbound<'_>) {
-        if self.out.try_send(message.to_json()).is_err() {
-            counter!(telemetry::FRAMES_DROPPED, "stage" => "outbound").increment(1);
-        }
-    }
-
-    fn barge_in(&mut self, stream: &MediaStream, now: Instant) {
-        self.send(&Outbound::ClearAudio {
-            stream_id: stream.stream_id.as_str().into(),
-        });
+    fn barge_in(&mut self, stream: &MediaStream, now: Instant, out: &mut Outbox) {
+        out.send(
+            Outbound::ClearAudio {
+                stream_id: stream.stream_id.as_str().into(),
+            }
+            .to_json(),
+        );
         if let Some(recording) = &stream.recording {
             recording.clear(stream.clock.now_ms(now));
         }
@@ -162,10 +165,9 @@ impl Conversation {
     }
 
     /// Sends whatever playout says is due now.
-    fn pump(&mut self, stream: &MediaStream, now: Instant) {
+    fn pump(&mut self, stream: &MediaStream, now: Instant, out: &mut Outbox) {
         let Self {
             playout,
-            out,
             upsampler,
             encoded,
             payload,
@@ -184,7 +186,7 @@ impl Conversation {
                     let samples = match upsampler.as_mut() {
                         Some(up) => match up.process(samples, wide) {
                             Ok(n) => &wide[..n],
-                            Err(_) => return,
+                            Err(_) => return None,
                         },
                         None => samples,
                     };
@@ -210,9 +212,7 @@ impl Conversation {
                     .to_json()
                 }
             };
-            if out.try_send(message).is_err() {
-                counter!(telemetry::FRAMES_DROPPED, "stage" => "outbound").increment(1);
-            }
+            out.send(message)
         });
     }
 
@@ -225,6 +225,9 @@ impl Conversation {
                 histogram!(telemetry::TURN_HEARD_LATENCY).record(ended.elapsed().as_secs_f64());
             }
         }
-        self.journal.record(Event::TurnHeard { turn, by });
+        self.journal.record(match heard {
+            Heard::Unsent => Event::TurnUnsent { turn },
+            _ => Event::TurnHeard { turn, by },
+        });
     }
 }

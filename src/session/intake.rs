@@ -2,9 +2,11 @@
 //! the DSP pipeline and out of its record tap.
 //!
 //! Owns the started stream ([`MediaStream`]: stream id, codec, the pipeline call, the
-//! recording, the media clock), decoding (base64 → µ-law or L16 → PCM16) into scratch
-//! buffers sized once, the reorder window, cutting payloads that are not one 20 ms frame,
-//! the push into the pipeline's try-only queue, and the record tap (caller channel).
+//! recording, the media clock), the call slot a `start` takes in the registry, decoding
+//! (base64 → µ-law or L16 → PCM16) into scratch buffers sized once for the stream at
+//! `start`, the reorder window, cutting payloads that are not one 20 ms frame, the push
+//! into the pipeline's try-only queue, and the record tap (caller channel). Before `start`
+//! an intake holds no buffers: a socket that never starts costs next to nothing.
 //!
 //! Budget per `media` message: no allocation (frames come from the pipeline's pool, the
 //! scratch buffers are reused), no lock, no syscall. Every bad message is dropped and
@@ -18,22 +20,21 @@ use std::time::Instant;
 use metrics::{Counter, counter, gauge};
 use tracing::{info, warn};
 
-use super::Attachment;
 use super::clock::MediaClock;
 use super::journal::Event;
 use super::reorder::{Outcome, Reorder};
 use super::socket::{SessionDeps, StreamStarted};
+use super::{Attachment, Refused, Sessions};
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, CallOptions, Pipeline, Pushed};
 use crate::ids::StreamId;
 use crate::recording::writer::{CallRecording, Recorder};
 use crate::telemetry::{self, bad_message};
-use crate::telephony::plivo::stream::{
-    MAX_MESSAGE_BYTES, Media, MediaFormat, Start, decode_payload,
-};
+use crate::telephony::plivo::stream::{Media, MediaFormat, Start, decode_payload};
 
-/// Largest media payload decoded, in bytes of audio (a 64 KiB message holds less).
-const SCRATCH_BYTES: usize = MAX_MESSAGE_BYTES * 3 / 4;
+/// Most audio one `media` payload may carry (Plivo sends 20 ms); longer is dropped and
+/// counted `payload_too_large`. The scratch buffers are sized for it at `start`.
+pub(super) const MAX_PAYLOAD_MS: usize = 1_000;
 
 /// A started stream: what both sides of the call need to know about it.
 pub(super) struct MediaStream {
@@ -70,12 +71,26 @@ impl Counters {
     }
 }
 
+/// What became of a `start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Started {
+    /// The stream started in this format.
+    Stream(MediaFormat),
+    /// A duplicate or unusable `start`: dropped and counted; the socket goes on.
+    Dropped,
+    /// The registry has no call slot for it: the socket must close.
+    Refused(Refused),
+}
+
 /// The caller's side of one media socket.
 pub(super) struct Intake {
     pipeline: Arc<Pipeline>,
+    sessions: Arc<Sessions>,
     recorder: Option<Arc<Recorder>>,
     on_stream_started: Option<Arc<dyn StreamStarted>>,
     stream: Option<MediaStream>,
+    /// A `start` came in a codec voxgate cannot take: later media is counted as such.
+    unsupported: bool,
     reorder: Reorder,
     scratch: Vec<u8>,
     pcm: Vec<i16>,
@@ -84,16 +99,18 @@ pub(super) struct Intake {
 }
 
 impl Intake {
-    /// Allocates everything the stream's messages will need.
+    /// An intake waiting for `start` (the buffers come with it).
     pub(super) fn new(deps: &SessionDeps) -> Self {
         Self {
             pipeline: Arc::clone(&deps.pipeline),
+            sessions: Arc::clone(&deps.sessions),
             recorder: deps.recorder.clone(),
             on_stream_started: deps.on_stream_started.clone(),
             stream: None,
+            unsupported: false,
             reorder: Reorder::new(deps.config.reorder_window),
-            scratch: vec![0; SCRATCH_BYTES],
-            pcm: vec![0; SCRATCH_BYTES / 2],
+            scratch: Vec::new(),
+            pcm: Vec::new(),
             last_media: Instant::now(),
             counters: Counters::new(),
         }
@@ -119,26 +136,33 @@ impl Intake {
         self.reorder.resyncs()
     }
 
-    /// Plivo's `start`: joins the pipeline, starts the recording and the media clock.
-    /// Returns the stream's format once it started; a duplicate or unusable `start` is
-    /// dropped and counted.
-    pub(super) fn on_start(
-        &mut self,
-        start: &Start,
-        attachment: &Attachment,
-    ) -> Option<MediaFormat> {
+    /// Plivo's `start`: takes the call's slot in the registry, joins the pipeline, sizes
+    /// the scratch buffers for the stream, starts the recording and the media clock.
+    pub(super) fn on_start(&mut self, start: &Start, attachment: &Attachment) -> Started {
         if self.stream.is_some() {
             bad_message("duplicate_start");
-            return None;
+            return Started::Dropped;
         }
         let format = match start.media_format() {
             Ok(format) => format,
             Err(error) => {
                 bad_message(error.kind());
                 warn!(%error, "cannot take this stream's audio");
-                return None;
+                self.unsupported = true;
+                return Started::Dropped;
             }
         };
+        if let Err(refused) = self
+            .sessions
+            .start(&attachment.call_id, attachment.generation)
+        {
+            counter!(telemetry::CALLS_REFUSED, "reason" => refused.kind()).increment(1);
+            warn!(
+                reason = refused.kind(),
+                "no call slot for the stream: closing it"
+            );
+            return Started::Refused(refused);
+        }
         let call = match self.pipeline.join(CallOptions {
             stt_16k: false,
             record: true,
@@ -146,9 +170,13 @@ impl Intake {
             Ok(call) => call,
             Err(error) => {
                 warn!(%error, "the DSP pipeline refused the call");
-                return None;
+                return Started::Dropped;
             }
         };
+        let samples = format.sample_rate() as usize * MAX_PAYLOAD_MS / 1_000;
+        self.scratch = vec![0; samples * format.bytes_per_sample()];
+        self.pcm = vec![0; samples];
+        self.unsupported = false;
         let stream_id = StreamId::new(&start.start.stream_id);
         let plan = &attachment.plan;
         let recorder = self.recorder.as_ref().filter(|_| plan.record);
@@ -176,14 +204,18 @@ impl Intake {
             recording,
             clock: MediaClock::new(),
         });
-        Some(format)
+        Started::Stream(format)
     }
 
     /// Plivo's `media`: decodes the payload and pushes it to the pipeline in 20 ms frames,
     /// in chunk order.
     pub(super) fn on_media(&mut self, media: &Media<'_>) {
         let Some(stream) = self.stream.as_mut() else {
-            bad_message("media_before_start");
+            bad_message(if self.unsupported {
+                "unsupported_format"
+            } else {
+                "media_before_start"
+            });
             return;
         };
         if media.stream_id != stream.stream_id.as_str() {
@@ -329,9 +361,13 @@ mod tests {
         };
         assert_eq!(
             intake.on_start(&start, &attachment),
-            Some(MediaFormat::MuLaw8k)
+            Started::Stream(MediaFormat::MuLaw8k)
         );
-        assert_eq!(intake.on_start(&start, &attachment), None, "duplicate");
+        assert_eq!(
+            intake.on_start(&start, &attachment),
+            Started::Dropped,
+            "duplicate"
+        );
 
         // 50 ms of loud µ-law: two whole frames and a half one, padded with silence.
         let payload = base64::engine::general_purpose::STANDARD.encode([0x00; 400]);
@@ -359,5 +395,63 @@ mod tests {
         assert!(last[80..].iter().all(|&s| s == 0), "padded with silence");
         intake.close();
         assert!(intake.stream().is_none());
+    }
+
+    fn start_in(encoding: &str, rate: u32) -> Start {
+        let text = format!(
+            r#"{{"event":"start","start":{{"callId":"c","streamId":"s","mediaFormat":{{"encoding":"{encoding}","sampleRate":{rate}}}}}}}"#
+        );
+        match parse_inbound(&text) {
+            Ok(Inbound::Start(start)) => start,
+            other => panic!("a start message: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn buffers_come_with_start_sized_for_the_stream() {
+        let deps = deps();
+        let base64 = base64::engine::general_purpose::STANDARD;
+        for (encoding, rate, format) in [
+            ("audio/x-mulaw", 8_000, MediaFormat::MuLaw8k),
+            ("audio/x-l16", 16_000, MediaFormat::L16At16k),
+        ] {
+            let attachment = deps
+                .sessions
+                .attach(&CallId::parse(encoding).unwrap())
+                .unwrap();
+            let mut intake = Intake::new(&deps);
+            assert_eq!((intake.scratch.capacity(), intake.pcm.capacity()), (0, 0));
+            intake.on_start(&start_in(encoding, rate), &attachment);
+            let samples = rate as usize * MAX_PAYLOAD_MS / 1_000;
+            assert_eq!(intake.pcm.len(), samples);
+            assert_eq!(intake.scratch.len(), samples * format.bytes_per_sample());
+            // The longest payload decodes; one frame more does not.
+            let longest = base64.encode(vec![0x55; intake.scratch.len()]);
+            let (scratch, pcm) = (&mut intake.scratch, &mut intake.pcm);
+            assert_eq!(decode_payload(&longest, format, scratch, pcm), Ok(samples));
+            let over = base64.encode(vec![0x55; scratch.len() + 160 * format.bytes_per_sample()]);
+            assert_eq!(
+                decode_payload(&over, format, scratch, pcm).map_err(|e| e.kind()),
+                Err("payload_too_large")
+            );
+            intake.close();
+        }
+    }
+
+    #[test]
+    fn after_an_unsupported_codec_no_buffers_are_taken() {
+        let deps = deps();
+        let attachment = deps
+            .sessions
+            .attach(&CallId::parse("alaw").unwrap())
+            .unwrap();
+        let mut intake = Intake::new(&deps);
+        assert_eq!(
+            intake.on_start(&start_in("audio/x-alaw", 8_000), &attachment),
+            Started::Dropped
+        );
+        assert!(intake.unsupported);
+        assert!(intake.stream().is_none());
+        assert_eq!(intake.scratch.capacity(), 0);
     }
 }

@@ -49,7 +49,7 @@ pub enum Event {
         /// Its length, ms.
         duration_ms: u64,
     },
-    /// The turn's last frame and its checkpoint were sent.
+    /// The turn's last frame and its checkpoint were queued for the socket.
     TurnSent {
         /// The turn.
         turn: u64,
@@ -60,6 +60,12 @@ pub enum Event {
         turn: u64,
         /// How it was confirmed.
         by: &'static str,
+    },
+    /// The turn was not heard: the stream ended (or the outbound queue was full) before its
+    /// audio and checkpoint reached the socket.
+    TurnUnsent {
+        /// The turn.
+        turn: u64,
     },
     /// The caller spoke over the agent: its audio was cleared.
     BargeIn {
@@ -83,6 +89,7 @@ impl From<Heard> for &'static str {
         match heard {
             Heard::Played => "played",
             Heard::Timeout => "timeout",
+            Heard::Unsent => "unsent",
         }
     }
 }

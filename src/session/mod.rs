@@ -5,12 +5,17 @@
 //! gets the plan. A socket with no reservation gets the default plan. When Plivo opens a
 //! second socket for the same call (it retries), the new one takes over: the old session
 //! is cancelled and the call goes on. A reservation whose socket never comes expires.
+//! A socket for a call the answer URL never admitted is *pending* until its `start`: it
+//! takes one of `max_pending_sockets` slots, not a call slot, so sockets that never send
+//! `start` cannot make a real caller busy; at `start` ([`Sessions::start`]) it takes a call
+//! slot or is refused.
 //!
 //! The registry is touched when calls start and end, never per frame; its lock is never
 //! held across an await. Each session task is tracked, so shutdown can drain them.
 //!
 //! Each media socket is one task, split by concern: [`socket`] is the transport (the
-//! select loop, the writer, dispatch, how a stream ends); `intake` takes the caller's
+//! select loop, dispatch, how a stream ends) and `writer` the outbound queue and the task
+//! that writes it; `intake` takes the caller's
 //! audio from `start` to the DSP pipeline and its record tap; `conversation` bridges the
 //! agent (VAD events and caller audio in, turns out), barges in and paces the agent's audio
 //! out through [`playout`]. [`reorder`] puts chunks back in order, [`clock`] says where the
@@ -25,6 +30,7 @@ pub mod plan;
 pub mod playout;
 pub mod reorder;
 pub mod socket;
+mod writer;
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -58,6 +64,9 @@ pub enum Refused {
     /// mistake, not Plivo reconnecting, and must not take the call over.
     #[error("the call's media socket is live")]
     LiveSocket,
+    /// `max_pending_sockets` sockets are already waiting for their `start`.
+    #[error("too many sockets waiting for start")]
+    TooManyPending,
 }
 
 impl Refused {
@@ -67,6 +76,7 @@ impl Refused {
             Self::AtCapacity => "capacity",
             Self::Draining => "draining",
             Self::LiveSocket => "live_socket",
+            Self::TooManyPending => "pending",
         }
     }
 }
@@ -118,6 +128,10 @@ struct CallEntry {
     session: Option<LiveSocket>,
     journal: Arc<Journal>,
     plan: Arc<CallPlan>,
+    /// Only a socket that has not sent `start` claims this call (the answer URL never
+    /// admitted it): it holds a pending slot, not a call slot. A pending entry always has
+    /// a session, so only `Registry::remove` drops one.
+    pending: bool,
 }
 
 impl CallEntry {
@@ -128,6 +142,7 @@ impl CallEntry {
             session: None,
             journal: Arc::new(Journal::default()),
             plan: Arc::new(plan),
+            pending: false,
         }
     }
 }
@@ -154,6 +169,23 @@ pub struct Attachment {
 struct Registry {
     calls: HashMap<CallId, CallEntry>,
     ended: VecDeque<(CallId, Arc<Journal>)>,
+    /// Entries of `calls` that are pending (not counted against `max_calls`).
+    pending: usize,
+}
+
+impl Registry {
+    /// Calls that hold a call slot.
+    fn admitted(&self) -> usize {
+        self.calls.len() - self.pending
+    }
+
+    fn remove(&mut self, call_id: &CallId) -> Option<CallEntry> {
+        let entry = self.calls.remove(call_id)?;
+        if entry.pending {
+            self.pending -= 1;
+        }
+        Some(entry)
+    }
 }
 
 /// The registry of live calls.
@@ -207,7 +239,7 @@ impl Sessions {
         if registry.calls.contains_key(&plan.call_id) {
             return Ok(());
         }
-        if registry.calls.len() >= self.config.max_calls {
+        if registry.admitted() >= self.config.max_calls {
             return Err(Refused::AtCapacity);
         }
         registry
@@ -222,18 +254,44 @@ impl Sessions {
     }
 
     /// Attaches a media socket to its call, taking over from an earlier socket if any. A
-    /// call with no reservation gets the default plan.
+    /// call with no reservation gets the default plan, and is pending until
+    /// [`Sessions::start`].
     pub fn attach(&self, call_id: &CallId) -> Result<Attachment, Refused> {
+        self.attach_with(call_id, || {
+            CallPlan::unplanned(call_id.clone(), self.default_agent)
+        })
+    }
+
+    /// As [`Sessions::attach`], a call with no reservation getting `plan` (a reserved
+    /// call keeps its own).
+    pub fn attach_planned(&self, plan: CallPlan) -> Result<Attachment, Refused> {
+        let call_id = plan.call_id.clone();
+        self.attach_with(&call_id, || plan)
+    }
+
+    fn attach_with(
+        &self,
+        call_id: &CallId,
+        plan: impl FnOnce() -> CallPlan,
+    ) -> Result<Attachment, Refused> {
         if self.is_draining() {
             return Err(Refused::Draining);
         }
-        let mut registry = self.lock();
-        if !registry.calls.contains_key(call_id) && registry.calls.len() >= self.config.max_calls {
-            return Err(Refused::AtCapacity);
+        let mut guard = self.lock();
+        let registry = &mut *guard;
+        if !registry.calls.contains_key(call_id) {
+            if registry.pending >= self.config.max_pending_sockets {
+                return Err(Refused::TooManyPending);
+            }
+            registry.pending += 1;
         }
-        let entry = registry.calls.entry(call_id.clone()).or_insert_with(|| {
-            CallEntry::new(CallPlan::unplanned(call_id.clone(), self.default_agent))
-        });
+        let entry = registry
+            .calls
+            .entry(call_id.clone())
+            .or_insert_with(|| CallEntry {
+                pending: true,
+                ..CallEntry::new(plan())
+            });
         // Plivo reconnects when its socket died; a socket that is still delivering media
         // is not dead, and whoever asks to replace it (a replayed upgrade) is refused.
         if let Some(live) = &entry.session
@@ -269,6 +327,26 @@ impl Sessions {
         })
     }
 
+    /// The socket `generation` of `call_id` sent a valid `start`: a pending call now takes
+    /// a call slot, or is refused when none is free. A socket that was taken over meanwhile
+    /// is let be (it is being cancelled).
+    pub fn start(&self, call_id: &CallId, generation: u64) -> Result<(), Refused> {
+        let mut guard = self.lock();
+        let registry = &mut *guard;
+        let admitted = registry.admitted();
+        match registry.calls.get_mut(call_id) {
+            Some(entry) if entry.generation == generation && entry.pending => {
+                if admitted >= self.config.max_calls {
+                    return Err(Refused::AtCapacity);
+                }
+                entry.pending = false;
+                registry.pending -= 1;
+                Ok(())
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// A socket ended: the call is over unless a newer socket took it over.
     pub fn detach(&self, call_id: &CallId, generation: u64) {
         let mut registry = self.lock();
@@ -276,7 +354,7 @@ impl Sessions {
             .calls
             .get(call_id)
             .is_some_and(|c| c.generation == generation)
-            && let Some(entry) = registry.calls.remove(call_id)
+            && let Some(entry) = registry.remove(call_id)
         {
             Self::remember(&mut registry, call_id, entry.journal);
         }
@@ -285,7 +363,7 @@ impl Sessions {
     /// The call was hung up (Plivo's hangup callback): ends its session, if any.
     pub fn hang_up(&self, call_id: &CallId) -> bool {
         let mut registry = self.lock();
-        match registry.calls.remove(call_id) {
+        match registry.remove(call_id) {
             Some(entry) => {
                 if let Some(session) = entry.session {
                     session.cancel.cancel();
@@ -304,17 +382,22 @@ impl Sessions {
         registry.ended.push_back((call_id.clone(), journal));
     }
 
-    /// Calls reserved or streaming.
+    /// Calls reserved or streaming (not sockets still pending their `start`).
     pub fn active(&self) -> usize {
-        self.lock().calls.len()
+        self.lock().admitted()
     }
 
-    /// Calls with a media socket attached.
+    /// Sockets waiting for their `start` that hold a pending slot, not a call slot.
+    pub fn pending(&self) -> usize {
+        self.lock().pending
+    }
+
+    /// Calls with a media socket attached (not sockets still pending their `start`).
     pub fn streaming(&self) -> usize {
         self.lock()
             .calls
             .values()
-            .filter(|c| c.session.is_some())
+            .filter(|c| c.session.is_some() && !c.pending)
             .count()
     }
 
@@ -405,8 +488,51 @@ mod tests {
             "Plivo retrying the answer URL"
         );
         assert_eq!(s.reserve(plan("c")), Err(Refused::AtCapacity));
-        assert_eq!(s.attach(&id("c")).err(), Some(Refused::AtCapacity));
+        let c = s.attach(&id("c")).expect("a socket may wait for its start");
+        assert_eq!(s.start(&id("c"), c.generation), Err(Refused::AtCapacity));
         assert_eq!(s.active(), 2);
+    }
+
+    #[test]
+    fn sockets_without_start_take_pending_slots_not_call_slots() {
+        let s = Sessions::new(
+            SessionConfig {
+                max_calls: 2,
+                max_pending_sockets: 3,
+                ..SessionConfig::default()
+            },
+            AgentKind::Echo,
+        );
+        let strays: Vec<Attachment> = (0..3)
+            .map(|i| s.attach(&id(&format!("stray-{i}"))).unwrap())
+            .collect();
+        assert_eq!(
+            s.attach(&id("stray-3")).err(),
+            Some(Refused::TooManyPending)
+        );
+        assert_eq!((s.active(), s.pending(), s.streaming()), (0, 3, 0));
+        // A real caller is still admitted at the answer URL, and its socket is not pending.
+        assert_eq!(s.reserve(plan("real")), Ok(()));
+        let real = s.attach(&id("real")).unwrap();
+        assert_eq!(s.start(&id("real"), real.generation), Ok(()));
+        assert_eq!((s.active(), s.pending(), s.streaming()), (1, 3, 1));
+        // A stray that sends `start` takes the last call slot; the next one is refused.
+        assert_eq!(s.start(&id("stray-0"), strays[0].generation), Ok(()));
+        assert_eq!(
+            s.start(&id("stray-0"), strays[0].generation),
+            Ok(()),
+            "once"
+        );
+        assert_eq!(
+            s.start(&id("stray-1"), strays[1].generation),
+            Err(Refused::AtCapacity)
+        );
+        assert_eq!((s.active(), s.pending()), (2, 2));
+        // Sockets that end give their pending slots back.
+        s.detach(&id("stray-1"), strays[1].generation);
+        assert!(s.hang_up(&id("stray-2")));
+        assert_eq!((s.active(), s.pending()), (2, 0));
+        assert!(s.attach(&id("stray-4")).is_ok());
     }
 
     #[test]

@@ -3,8 +3,11 @@
 //! Agent audio waits here and leaves at real-time pace, at most `lead` ahead of what the
 //! phone is playing, so a `clearAudio` on barge-in silences the caller within one frame
 //! and Plivo's buffer never fills. Each turn ends with a checkpoint; its `playedStream`
-//! (or, since Plivo can drop an ack, a timeout past when the audio must have played) marks
-//! the turn heard.
+//! marks the turn heard. Plivo can drop an ack, so a turn also counts as heard a timeout
+//! past when its audio must have played — but only if its checkpoint reached the socket
+//! (the session says where each checkpoint is in the outbound queue and how much of the
+//! queue the socket has taken): a peer that stops reading hears nothing, and a turn still
+//! queued when the stream ends is counted unsent.
 //!
 //! Pure logic with the clock passed in, so tests need no sleeping. Memory is bounded:
 //! at most [`MAX_QUEUED_SAMPLES`] wait; a longer turn is cut and the cut counted.
@@ -41,8 +44,12 @@ pub enum Send<'a> {
 pub enum Heard {
     /// Plivo's `playedStream` arrived.
     Played,
-    /// No ack in time; the audio must have played by now.
+    /// No ack in time, but the checkpoint reached the socket and the audio must have
+    /// played by now.
     Timeout,
+    /// Not heard: the turn's audio or checkpoint never reached the socket (the outbound
+    /// queue was full, or the stream ended while it was still queued).
+    Unsent,
 }
 
 /// The checkpoint name for `turn`.
@@ -59,6 +66,8 @@ pub fn turn_of(name: &str) -> Option<u64> {
 struct Pending {
     turn: u64,
     due: Instant,
+    /// The checkpoint's place in the outbound queue; `None` when it was dropped.
+    place: Option<u64>,
 }
 
 /// The playout state of one call.
@@ -130,7 +139,8 @@ impl Playout {
     }
 
     /// Hands the next due message to `send`, repeatedly, until the lead is reached.
-    pub fn poll(&mut self, now: Instant, mut send: impl FnMut(Send<'_>)) {
+    /// `send` returns the message's place in the outbound queue (`None`: dropped).
+    pub fn poll(&mut self, now: Instant, mut send: impl FnMut(Send<'_>) -> Option<u64>) {
         loop {
             // A turn whose last frame has gone: its checkpoint follows at once.
             if let Some(&(end, turn)) = self.turn_ends.front()
@@ -138,8 +148,8 @@ impl Playout {
             {
                 self.turn_ends.pop_front();
                 let due = self.play_end.unwrap_or(now) + self.checkpoint_timeout;
-                self.pending.push_back(Pending { turn, due });
-                send(Send::Checkpoint { turn });
+                let place = send(Send::Checkpoint { turn });
+                self.pending.push_back(Pending { turn, due, place });
                 continue;
             }
             let lead = self.buffered_at_phone(now);
@@ -181,15 +191,41 @@ impl Playout {
         Some(turn)
     }
 
-    /// Turns whose ack is overdue at `now`; each is reported once.
-    pub fn expire(&mut self, now: Instant, mut timed_out: impl FnMut(u64)) {
+    /// Turns whose ack is overdue at `now`, given that the socket has taken the first
+    /// `taken` messages of the outbound queue: a turn whose checkpoint was taken counts as
+    /// [`Heard::Timeout`], one whose checkpoint was dropped as [`Heard::Unsent`]; one whose
+    /// checkpoint is still queued waits (for the socket, or for [`Playout::end`]). Each turn
+    /// is reported once.
+    pub fn expire(&mut self, now: Instant, taken: u64, mut overdue: impl FnMut(u64, Heard)) {
         while let Some(p) = self.pending.front() {
             if p.due > now {
                 break;
             }
-            timed_out(p.turn);
+            let heard = match p.place {
+                Some(place) if place <= taken => Heard::Timeout,
+                // The queue is sent in order: later checkpoints are queued too.
+                Some(_) => break,
+                None => Heard::Unsent,
+            };
+            overdue(p.turn, heard);
             self.pending.pop_front();
         }
+    }
+
+    /// The stream ended: reports each turn that never reached the socket (audio still
+    /// waiting here, or a checkpoint dropped or still queued, given `taken` as in
+    /// [`Playout::expire`]). Turns whose checkpoint reached the socket and still wait for
+    /// their ack are not reported.
+    pub fn end(&mut self, taken: u64, mut unsent: impl FnMut(u64)) {
+        for p in self.pending.drain(..) {
+            if p.place.is_none_or(|place| place > taken) {
+                unsent(p.turn);
+            }
+        }
+        for (_, turn) in self.turn_ends.drain(..) {
+            unsent(turn);
+        }
+        self.samples.clear();
     }
 
     /// Turns sent and waiting for their ack.
@@ -207,15 +243,40 @@ mod tests {
     }
 
     fn collect(p: &mut Playout, now: Instant) -> (usize, Vec<u64>) {
+        collect_queued(p, now, &mut 0, usize::MAX)
+    }
+
+    /// Polls `p` into an outbound queue whose last place is `queued` and that has room for
+    /// `room` more messages.
+    fn collect_queued(
+        p: &mut Playout,
+        now: Instant,
+        queued: &mut u64,
+        mut room: usize,
+    ) -> (usize, Vec<u64>) {
         let (mut frames, mut checkpoints) = (0, Vec::new());
-        p.poll(now, |s| match s {
-            Send::Audio { samples, .. } => {
-                assert_eq!(samples.len(), FRAME_SAMPLES_8K);
-                frames += 1;
+        p.poll(now, |s| {
+            match s {
+                Send::Audio { samples, .. } => {
+                    assert_eq!(samples.len(), FRAME_SAMPLES_8K);
+                    frames += 1;
+                }
+                Send::Checkpoint { turn } => checkpoints.push(turn),
             }
-            Send::Checkpoint { turn } => checkpoints.push(turn),
+            if room == 0 {
+                return None;
+            }
+            room -= 1;
+            *queued += 1;
+            Some(*queued)
         });
         (frames, checkpoints)
+    }
+
+    fn expired(p: &mut Playout, now: Instant, taken: u64) -> Vec<(u64, Heard)> {
+        let mut out = Vec::new();
+        p.expire(now, taken, |turn, heard| out.push((turn, heard)));
+        out
     }
 
     #[test]
@@ -253,17 +314,80 @@ mod tests {
         let t0 = Instant::now();
         let mut p = Playout::new(ms(200), ms(1_000));
         let turn = p.enqueue_turn(&[5; 1_600]); // 200 ms
-        collect(&mut p, t0);
-        let mut expired = Vec::new();
-        p.expire(t0 + ms(1_100), |t| expired.push(t));
+        let mut queued = 0;
+        collect_queued(&mut p, t0, &mut queued, usize::MAX);
         assert!(
-            expired.is_empty(),
+            expired(&mut p, t0 + ms(1_100), queued).is_empty(),
             "not before play end (200 ms) + timeout (1 s)"
         );
-        p.expire(t0 + ms(1_200), |t| expired.push(t));
-        assert_eq!(expired, [turn]);
-        p.expire(t0 + ms(5_000), |t| expired.push(t));
-        assert_eq!(expired, [turn], "reported once");
+        assert_eq!(
+            expired(&mut p, t0 + ms(1_200), queued),
+            [(turn, Heard::Timeout)]
+        );
+        assert!(
+            expired(&mut p, t0 + ms(5_000), queued).is_empty(),
+            "reported once"
+        );
+    }
+
+    #[test]
+    fn a_checkpoint_the_socket_never_took_is_not_heard() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(500));
+        let first = p.enqueue_turn(&[5; 1_600]); // 10 frames + checkpoint: places 1..=11
+        let second = p.enqueue_turn(&[5; 160]);
+        let mut queued = 0;
+        collect_queued(&mut p, t0, &mut queued, usize::MAX);
+        collect_queued(&mut p, t0 + ms(200), &mut queued, usize::MAX);
+        assert_eq!(queued, 13, "two turns of audio and their checkpoints");
+        let late = t0 + ms(5_000);
+        // The socket took the first turn's audio but not its checkpoint: nothing is heard,
+        // and nothing is reported while the checkpoints wait in the queue.
+        assert!(expired(&mut p, late, 10).is_empty());
+        assert_eq!(p.awaiting_ack(), 2);
+        // It takes the first checkpoint: that turn counts, the second still waits.
+        assert_eq!(expired(&mut p, late, 11), [(first, Heard::Timeout)]);
+        // The stream ends with the second one still queued: unsent.
+        let mut unsent = Vec::new();
+        p.end(12, |turn| unsent.push(turn));
+        assert_eq!(unsent, [second]);
+        assert_eq!(p.awaiting_ack(), 0);
+    }
+
+    #[test]
+    fn a_checkpoint_dropped_at_a_full_queue_is_unsent_and_so_is_audio_never_sent() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(500));
+        let dropped = p.enqueue_turn(&[5; 160]);
+        let mut queued = 0;
+        // Room for the frame, none for the checkpoint.
+        collect_queued(&mut p, t0, &mut queued, 1);
+        assert_eq!(
+            expired(&mut p, t0 + ms(1_000), queued),
+            [(dropped, Heard::Unsent)]
+        );
+        // A turn still waiting here when the stream ends, and one acked, are told apart.
+        let acked = p.enqueue_turn(&[5; 160]);
+        collect_queued(&mut p, t0 + ms(1_000), &mut queued, usize::MAX);
+        assert_eq!(p.on_played(&checkpoint_name(acked)), Some(acked));
+        let waiting = p.enqueue_turn(&[5; 8_000]);
+        collect_queued(&mut p, t0 + ms(1_000), &mut queued, usize::MAX);
+        let mut unsent = Vec::new();
+        p.end(queued, |turn| unsent.push(turn));
+        assert_eq!(unsent, [waiting]);
+        assert!(!p.is_speaking(t0 + ms(5_000)));
+    }
+
+    #[test]
+    fn a_checkpoint_taken_but_unacked_at_the_end_is_not_counted_unsent() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(2_000));
+        p.enqueue_turn(&[5; 160]);
+        let mut queued = 0;
+        collect_queued(&mut p, t0, &mut queued, usize::MAX);
+        let mut unsent = Vec::new();
+        p.end(queued, |turn| unsent.push(turn));
+        assert!(unsent.is_empty());
     }
 
     #[test]

@@ -1,37 +1,41 @@
-//! The transport of one media WebSocket: the socket's messages in, the writer loop out,
+//! The transport of one media WebSocket: the socket's messages in, the `writer` out,
 //! and the one select loop that drives the call.
 //!
 //! Layers, each knowing only the one below: the transport (any `Stream` of messages and a
 //! `Sink` for them, so tests can use channels) → the wire codec (`plivo::stream`) → the
 //! call's two sides: `intake` (the caller's audio into the DSP pipeline) and the
-//! `conversation` (the agent, barge-in, paced playout). The
-//! loop waits on cancellation, the writer's failure, the socket, the pipeline's VAD events
-//! and a 20 ms tick, and hands each to the side it concerns.
+//! `conversation` (the agent, barge-in, paced playout; it exists from `start` on). The
+//! loop waits on cancellation, the writer's stall, the socket, the pipeline's VAD events
+//! and — before `start` — the start deadline, after it a 20 ms tick, and hands each to the
+//! side it concerns.
 //!
-//! Owns: the outbound queue (bounded; the conversation only `try_send`s into it) and the
-//! writer task that closes the session when the peer stops reading for `write_timeout`;
-//! parsing and dispatching text frames; the ways a stream ends (socket closed, idle
-//! timeout, taken over by another socket, hung up, shutdown) and the `stream ended`
-//! metric, journal event and log line. Never: decodes audio, talks to the agent, or
-//! awaits anything but the socket, the writer and the timers.
+//! Owns: parsing and dispatching text frames; the ways a stream ends (socket closed, no
+//! valid `start` within `start_timeout`, no call slot at `start`, idle timeout, the peer
+//! stopped reading, a message the transport could not read, taken over by another socket,
+//! hung up, shutdown) and the `stream ended` metric, journal event and log line. Never:
+//! decodes audio, talks to the agent, or awaits anything but the socket, the writer and
+//! the timers.
 //!
-//! Every bad message is dropped and counted by kind; the session goes on.
+//! Every bad message is dropped and counted by kind; the session goes on. A message the
+//! transport could not read (over its size cap, or a text frame that is not UTF-8) ends
+//! it, with the RFC 6455 close code for the reason.
 
+use std::ops::ControlFlow;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::Utf8Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use futures_util::{Sink, Stream, StreamExt};
 use metrics::counter;
-use tokio::sync::mpsc;
 use tokio::time::MissedTickBehavior;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, debug, info, info_span, warn};
+use tracing::{Instrument, debug, info, info_span};
 
 use super::config::SessionConfig;
 use super::conversation::Conversation;
-use super::intake::Intake;
+use super::intake::{Intake, Started};
 use super::journal::Event;
+use super::writer::{self, Outbox};
 use super::{Attachment, Sessions};
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, Pipeline};
@@ -39,6 +43,8 @@ use crate::ids::CallId;
 use crate::recording::writer::Recorder;
 use crate::telemetry::{self, bad_message};
 use crate::telephony::plivo::stream::{Inbound, parse_inbound};
+
+pub use super::writer::{CloseCode, WsOut};
 
 /// A WebSocket message, as the transport gives it.
 #[derive(Debug, Clone, PartialEq)]
@@ -51,10 +57,49 @@ pub enum WsMessage {
     Close,
     /// Ping, pong: nothing to do.
     Other,
+    /// A message the transport could not read: the socket cannot go on.
+    Unreadable(Unreadable),
 }
 
-/// Outbound messages queued towards the writer before the session counts them dropped.
-const OUTBOUND_QUEUE: usize = 256;
+/// Why the transport could not read a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unreadable {
+    /// Over the transport's own cap on one message (or frame).
+    TooLarge,
+    /// A text frame that is not UTF-8.
+    InvalidUtf8,
+}
+
+impl Unreadable {
+    /// The `bad_messages` kind, which is also the `streams_ended` reason.
+    pub const fn kind(self) -> &'static str {
+        match self {
+            Self::TooLarge => "too_large",
+            Self::InvalidUtf8 => "invalid_utf8",
+        }
+    }
+
+    /// The close code RFC 6455 has for it.
+    pub const fn close_code(self) -> CloseCode {
+        match self {
+            Self::TooLarge => CloseCode::TooBig,
+            Self::InvalidUtf8 => CloseCode::InvalidPayload,
+        }
+    }
+}
+
+/// Why a stream ended: a fixed label, and the close code owed to the peer, if any.
+#[derive(Debug, Clone, Copy)]
+struct End {
+    reason: &'static str,
+    code: Option<CloseCode>,
+}
+
+impl End {
+    const fn because(reason: &'static str) -> Self {
+        Self { reason, code: None }
+    }
+}
 
 /// Told when a call's media stream starts (the server wires it to the control plane,
 /// which records `call.media_started`). Called on the session task: it must not block.
@@ -83,34 +128,29 @@ struct Session {
     deps: SessionDeps,
     attachment: Attachment,
     intake: Intake,
-    conversation: Conversation,
+    /// The agent's side, from `start` on.
+    conversation: Option<Conversation>,
+    outbox: Outbox,
 }
 
 /// Runs one media socket to its end. `incoming` yields the socket's messages; `sink`
-/// takes text frames to send.
+/// takes the frames to send.
 pub async fn run<In, Out, E>(incoming: In, sink: Out, attachment: Attachment, deps: SessionDeps)
 where
     In: Stream<Item = Result<WsMessage, E>> + Unpin + Send,
-    Out: Sink<String> + Unpin + Send + 'static,
+    Out: Sink<WsOut> + Unpin + Send + 'static,
 {
     let span = info_span!("call", call_id = %attachment.call_id, stream_id = tracing::field::Empty);
     async move {
-        let (out, rx) = mpsc::channel(OUTBOUND_QUEUE);
-        let writer_failed = CancellationToken::new();
-        let writer = tokio::spawn(write_loop(
-            sink,
-            rx,
-            deps.config.write_timeout,
-            writer_failed.clone(),
-        ));
+        let stalled = CancellationToken::new();
+        let (outbox, writer) = writer::spawn(sink, deps.config.write_timeout, stalled.clone());
         let call_id = attachment.call_id.clone();
         let generation = attachment.generation;
         let sessions = Arc::clone(&deps.sessions);
-        let mut session = Session::new(attachment, deps, out);
-        let reason = session.serve(incoming, &writer_failed).await;
+        let mut session = Session::new(attachment, deps, outbox);
+        let end = session.serve(incoming, &stalled).await;
         session.settle_caller_audio().await;
-        session.finish(reason);
-        drop(session); // closes the outbound channel: the writer flushes and closes
+        session.finish(end); // closes the outbound queue: the writer flushes and closes
         let _ = tokio::time::timeout(Duration::from_secs(2), writer).await;
         sessions.detach(&call_id, generation);
     }
@@ -118,68 +158,61 @@ where
     .await
 }
 
-/// Sends queued text frames; a send that takes longer than `timeout` ends the session.
-async fn write_loop<Out: Sink<String> + Unpin>(
-    mut sink: Out,
-    mut rx: mpsc::Receiver<String>,
-    timeout: Duration,
-    failed: CancellationToken,
-) {
-    while let Some(text) = rx.recv().await {
-        match tokio::time::timeout(timeout, sink.send(text)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(_)) => break,
-            Err(_) => {
-                warn!("peer stopped reading: closing the stream");
-                failed.cancel();
-                return;
-            }
-        }
-    }
-    let _ = tokio::time::timeout(timeout, sink.close()).await;
-}
-
 impl Session {
-    fn new(attachment: Attachment, deps: SessionDeps, out: mpsc::Sender<String>) -> Self {
+    fn new(attachment: Attachment, deps: SessionDeps, outbox: Outbox) -> Self {
         Self {
             intake: Intake::new(&deps),
-            conversation: Conversation::new(&deps, &attachment, out),
+            conversation: None,
+            outbox,
             deps,
             attachment,
         }
     }
 
-    async fn serve<In, E>(
-        &mut self,
-        mut incoming: In,
-        writer_failed: &CancellationToken,
-    ) -> &'static str
+    async fn serve<In, E>(&mut self, mut incoming: In, writer_stalled: &CancellationToken) -> End
     where
         In: Stream<Item = Result<WsMessage, E>> + Unpin,
     {
         let cancel = self.attachment.cancel.clone();
+        let start_deadline = tokio::time::sleep(self.deps.config.start_timeout);
+        tokio::pin!(start_deadline);
         let mut tick = tokio::time::interval(Duration::from_millis(FRAME_MS));
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
         loop {
+            let started = self.intake.stream().is_some();
             tokio::select! {
                 biased;
                 _ = cancel.cancelled() => {
-                    return if self.deps.sessions.is_draining() { "shutdown" } else { "taken_over_or_hung_up" };
+                    return End::because(if self.deps.sessions.is_draining() { "shutdown" } else { "taken_over_or_hung_up" });
                 }
-                _ = writer_failed.cancelled() => return "write_timeout",
+                _ = writer_stalled.cancelled() => return End::because("write_timeout"),
                 message = incoming.next() => match message {
-                    Some(Ok(WsMessage::Text(text))) => self.on_text(text.as_str()),
+                    Some(Ok(WsMessage::Text(text))) => {
+                        if let ControlFlow::Break(end) = self.on_text(text.as_str()) {
+                            return end;
+                        }
+                    }
                     Some(Ok(WsMessage::Binary(_))) => bad_message("binary_frame"),
                     Some(Ok(WsMessage::Other)) => {}
-                    Some(Ok(WsMessage::Close)) | Some(Err(_)) | None => return "closed",
+                    Some(Ok(WsMessage::Unreadable(unreadable))) => {
+                        bad_message(unreadable.kind());
+                        info!(kind = unreadable.kind(), "a message the transport could not read: closing the stream");
+                        return End { reason: unreadable.kind(), code: Some(unreadable.close_code()) };
+                    }
+                    Some(Ok(WsMessage::Close)) | Some(Err(_)) | None => return End::because("closed"),
                 },
                 _ = events_ready(self.intake.stream().map(|s| &s.call)) => self.on_events(Instant::now()),
-                _ = tick.tick() => {
+                // Before `start` nothing ticks: a socket that never starts costs no wake-ups.
+                _ = &mut start_deadline, if !started => {
+                    info!(start_timeout = ?self.deps.config.start_timeout, "no valid start: closing the socket");
+                    return End::because("start_timeout");
+                }
+                _ = tick.tick(), if started => {
                     let now = Instant::now();
                     self.on_tick(now);
                     if now.duration_since(self.intake.last_media()) > self.deps.config.idle_timeout {
                         info!(idle = ?self.deps.config.idle_timeout, "no media: closing the stream");
-                        return "idle_timeout";
+                        return End::because("idle_timeout");
                     }
                 }
             }
@@ -203,7 +236,13 @@ impl Session {
         self.take_caller_audio();
     }
 
-    fn finish(&mut self, reason: &'static str) {
+    /// Settles the turns that never reached the socket, ends the stream, counts and logs
+    /// why, and closes the outbound queue (with the close code owed, if any).
+    fn finish(mut self, end: End) {
+        if let Some(conversation) = &mut self.conversation {
+            conversation.end(&self.outbox);
+        }
+        let reason = end.reason;
         self.intake.close();
         counter!(telemetry::STREAMS_ENDED, "reason" => reason).increment(1);
         self.attachment
@@ -215,16 +254,18 @@ impl Session {
             resyncs = self.intake.resyncs(),
             "stream ended"
         );
+        self.outbox.close(end.code);
     }
 
-    /// One text frame: parsed, then handed to the side it concerns.
-    fn on_text(&mut self, text: &str) {
+    /// One text frame: parsed, then handed to the side it concerns. Breaks when the
+    /// stream must end.
+    fn on_text(&mut self, text: &str) -> ControlFlow<End> {
         let message = match parse_inbound(text) {
             Ok(message) => message,
             Err(error) => {
                 bad_message(error.kind());
                 debug!(%error, "dropped a bad message");
-                return;
+                return ControlFlow::Continue(());
             }
         };
         match message {
@@ -235,37 +276,53 @@ impl Session {
                 // simulator's --speed) never overflows its queue between ticks.
                 self.take_caller_audio();
             }
-            Inbound::Start(start) => {
-                if let Some(format) = self.intake.on_start(&start, &self.attachment) {
-                    self.conversation.on_stream_started(format);
+            Inbound::Start(start) => match self.intake.on_start(&start, &self.attachment) {
+                Started::Stream(format) => {
+                    self.conversation =
+                        Some(Conversation::new(&self.deps, &self.attachment, format));
                 }
-            }
-            Inbound::PlayedStream(played) => self.conversation.on_played(&played.name),
+                Started::Dropped => {}
+                Started::Refused(refused) => {
+                    return ControlFlow::Break(End::because(refused.kind()));
+                }
+            },
+            Inbound::PlayedStream(played) => match &mut self.conversation {
+                Some(conversation) => conversation.on_played(&played.name),
+                None => debug!(name = %played.name, "playedStream before start"),
+            },
             Inbound::ClearedAudio(_) => debug!("Plivo cleared its audio"),
-            Inbound::Dtmf(dtmf) => self.conversation.on_dtmf(dtmf.dtmf.digit),
+            Inbound::Dtmf(dtmf) => match &mut self.conversation {
+                Some(conversation) => conversation.on_dtmf(dtmf.dtmf.digit),
+                None => bad_message("dtmf_before_start"),
+            },
             Inbound::Stop(stop) => info!(reason = ?stop.reason, "Plivo sent stop"),
             Inbound::Unknown { event } => {
                 bad_message("unknown_event");
                 debug!(%event, "ignored an unknown event");
             }
         }
+        ControlFlow::Continue(())
     }
 
     fn on_events(&mut self, now: Instant) {
         self.take_caller_audio();
-        if let Some(stream) = self.intake.stream() {
-            self.conversation.on_vad_events(stream, now);
+        if let (Some(stream), Some(conversation)) = (self.intake.stream(), &mut self.conversation) {
+            conversation.on_vad_events(stream, now, &mut self.outbox);
         }
     }
 
     fn on_tick(&mut self, now: Instant) {
         self.take_caller_audio();
-        self.conversation.on_tick(self.intake.stream(), now);
+        if let (Some(stream), Some(conversation)) = (self.intake.stream(), &mut self.conversation) {
+            conversation.on_tick(stream, now, &mut self.outbox);
+        }
     }
 
     /// Hands the pipeline's caller frames (record tap) to the recording and the agent.
     fn take_caller_audio(&mut self) {
-        let conversation = &mut self.conversation;
+        let Some(conversation) = &mut self.conversation else {
+            return;
+        };
         self.intake.drain_caller_audio(|timestamp_ms, samples| {
             conversation.on_caller_audio(timestamp_ms, samples)
         });

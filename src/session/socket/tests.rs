@@ -1,8 +1,9 @@
 use std::pin::Pin;
+use std::sync::Mutex;
 use std::task::{Context, Poll};
 
 use base64::Engine as _;
-use futures_util::stream;
+use futures_util::{SinkExt, stream};
 
 use super::*;
 use crate::agent::AgentKind;
@@ -14,12 +15,12 @@ use crate::session::plan::CallPlan;
 /// A peer that never takes a message: its socket buffer is full for good.
 struct StuckPeer;
 
-impl Sink<String> for StuckPeer {
+impl Sink<WsOut> for StuckPeer {
     type Error = ();
     fn poll_ready(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
         Poll::Pending
     }
-    fn start_send(self: Pin<&mut Self>, _: String) -> Result<(), ()> {
+    fn start_send(self: Pin<&mut Self>, _: WsOut) -> Result<(), ()> {
         Ok(())
     }
     fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
@@ -28,6 +29,31 @@ impl Sink<String> for StuckPeer {
     fn poll_close(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Result<(), ()>> {
         Poll::Pending
     }
+}
+
+/// A peer that takes everything; what it took is in the returned list.
+fn recording_peer() -> (
+    impl Sink<WsOut, Error = ()> + Unpin + Send + 'static,
+    Arc<Mutex<Vec<WsOut>>>,
+) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = futures_util::sink::drain::<WsOut>()
+        .sink_map_err(|_| ())
+        .with({
+            let seen = Arc::clone(&seen);
+            move |out: WsOut| {
+                seen.lock().unwrap().push(out.clone());
+                std::future::ready(Ok::<_, ()>(out))
+            }
+        });
+    (sink, seen)
+}
+
+fn ended(journal: &crate::session::journal::Journal) -> Event {
+    journal
+        .find(|e| matches!(e, Event::StreamEnded { .. }))
+        .expect("the stream ended")
+        .event
 }
 
 fn deps(config: SessionConfig) -> SessionDeps {
@@ -100,15 +126,113 @@ async fn a_peer_that_stops_reading_is_closed_after_the_write_timeout() {
         "the echo was due"
     );
     assert_eq!(
-        journal
-            .find(|e| matches!(e, Event::StreamEnded { .. }))
-            .unwrap()
-            .event,
+        ended(&journal),
         Event::StreamEnded {
             reason: "write_timeout"
         }
     );
     assert!(started.elapsed() < Duration::from_secs(8));
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::TurnUnsent { .. }))
+            .is_some(),
+        "the echo never reached the socket: unsent"
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::TurnHeard { .. }))
+            .is_none(),
+        "a peer that reads nothing hears nothing"
+    );
+}
+
+#[tokio::test]
+async fn a_socket_without_start_is_closed_at_the_start_timeout_and_frees_its_pending_slot() {
+    let config = SessionConfig {
+        start_timeout: Duration::from_millis(200),
+        ..SessionConfig::default()
+    };
+    let deps = deps(config);
+    let attachment = deps.sessions.attach(&id("never-starts")).unwrap();
+    assert_eq!(deps.sessions.pending(), 1);
+    let journal = Arc::clone(&attachment.journal);
+    // Media before `start` is dropped and does not keep the socket open.
+    let media = caller_messages().into_iter().skip(1).take(20);
+    let incoming = stream::iter(media).chain(stream::pending());
+    let (sink, _) = recording_peer();
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        run(incoming, sink, attachment, deps.clone()),
+    )
+    .await
+    .expect("closed at the start timeout");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        ended(&journal),
+        Event::StreamEnded {
+            reason: "start_timeout"
+        }
+    );
+    assert_eq!((deps.sessions.pending(), deps.sessions.active()), (0, 0));
+}
+
+#[tokio::test]
+async fn a_start_with_no_call_slot_left_closes_the_socket() {
+    let config = SessionConfig {
+        max_calls: 1,
+        ..SessionConfig::default()
+    };
+    let deps = deps(config);
+    deps.sessions
+        .reserve(CallPlan::unplanned(id("admitted"), AgentKind::Echo))
+        .unwrap();
+    let stray = deps.sessions.attach(&id("stray")).unwrap();
+    let journal = Arc::clone(&stray.journal);
+    let incoming = stream::iter(caller_messages().into_iter().take(3)).chain(stream::pending());
+    let (sink, _) = recording_peer();
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        run(incoming, sink, stray, deps.clone()),
+    )
+    .await
+    .expect("closed at start");
+    assert_eq!(ended(&journal), Event::StreamEnded { reason: "capacity" });
+    assert_eq!((deps.sessions.pending(), deps.sessions.active()), (0, 1));
+}
+
+#[tokio::test]
+async fn a_message_the_transport_cannot_read_closes_with_its_rfc_6455_code() {
+    for (unreadable, code) in [
+        (Unreadable::TooLarge, 1009),
+        (Unreadable::InvalidUtf8, 1007),
+    ] {
+        let deps = deps(SessionConfig::default());
+        let attachment = deps.sessions.attach(&id(unreadable.kind())).unwrap();
+        let journal = Arc::clone(&attachment.journal);
+        let mut messages = caller_messages();
+        messages.truncate(3);
+        messages.push(Ok(WsMessage::Unreadable(unreadable)));
+        let incoming = stream::iter(messages).chain(stream::pending());
+        let (sink, seen) = recording_peer();
+        tokio::time::timeout(
+            Duration::from_secs(5),
+            run(incoming, sink, attachment, deps),
+        )
+        .await
+        .expect("closed");
+        assert_eq!(
+            ended(&journal),
+            Event::StreamEnded {
+                reason: unreadable.kind()
+            }
+        );
+        let last = seen.lock().unwrap().last().cloned();
+        match last {
+            Some(WsOut::Close(close)) => assert_eq!(close.code(), code),
+            other => panic!("{unreadable:?}: the last frame was {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]
@@ -120,7 +244,7 @@ async fn an_idle_stream_is_closed() {
     let deps = deps(config);
     let attachment = deps.sessions.attach(&id("idle")).unwrap();
     let journal = Arc::clone(&attachment.journal);
-    let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
+    let sink = futures_util::sink::drain::<WsOut>().sink_map_err(|_| ());
     let incoming = stream::iter(caller_messages().into_iter().take(5)).chain(stream::pending());
     tokio::time::timeout(
         Duration::from_secs(5),
@@ -150,7 +274,7 @@ async fn a_second_socket_takes_over_the_call_once_the_first_is_silent() {
     let first = deps.sessions.attach(&id("retry")).unwrap();
     let journal = Arc::clone(&first.journal);
     let incoming = stream::iter(caller_messages().into_iter().take(5)).chain(stream::pending());
-    let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
+    let sink = futures_util::sink::drain::<WsOut>().sink_map_err(|_| ());
     let session = tokio::spawn(run(incoming, sink, first, deps.clone()));
     tokio::time::sleep(Duration::from_millis(100)).await;
     let second = deps.sessions.attach(&id("retry")).unwrap();
@@ -187,7 +311,7 @@ async fn the_session_runs_what_the_plan_says() {
     let attachment = deps.sessions.attach(&id("planned")).unwrap();
     let journal = Arc::clone(&attachment.journal);
     let incoming = stream::iter(caller_messages().into_iter().take(5));
-    let sink = futures_util::sink::drain::<String>().sink_map_err(|_| ());
+    let sink = futures_util::sink::drain::<WsOut>().sink_map_err(|_| ());
     tokio::time::timeout(
         Duration::from_secs(5),
         run(incoming, sink, attachment, deps),

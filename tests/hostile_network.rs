@@ -5,7 +5,10 @@ mod common;
 
 use std::time::Duration;
 
-use common::{RawCall, TestServer, fixture};
+use common::{RawCall, TestServer, fixture, speech_span};
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message;
+use voxgate::session::journal::Event;
 
 const SILENCE: [u8; 160] = [0xFF; 160];
 
@@ -183,7 +186,16 @@ async fn try_upgrade(url: &str, headers: &[(&'static str, String)]) -> Result<Ra
             stream_id: "stream-replayed".into(),
         }),
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
-            Err(response.status().as_u16())
+            let status = response.status().as_u16();
+            if matches!(status, 409 | 503) {
+                let connection = response.headers().get("connection");
+                assert_eq!(
+                    connection.and_then(|v| v.to_str().ok()),
+                    Some("close"),
+                    "a call refused at the upgrade keeps no connection open"
+                );
+            }
+            Err(status)
         }
         Err(other) => panic!("upgrade failed: {other}"),
     }
@@ -324,4 +336,301 @@ async fn a_genuine_reconnect_takes_over_once_the_first_socket_is_silent_or_gone(
         try_upgrade(&ws_url, &[]).await.is_ok(),
         "a reconnect after the socket closed"
     );
+}
+
+/// Opens the media socket of `call_id` without answering first, as a stray peer would.
+async fn stray_socket(base: &str, call_id: &str) -> Result<RawCall, u16> {
+    let url = format!(
+        "{}/plivo/stream?call_id={call_id}",
+        base.replace("http", "ws")
+    );
+    try_upgrade(&url, &[]).await
+}
+
+/// How the server ended the stream of `call_id`, once it has.
+async fn stream_end(server: &TestServer, call_id: &str, within: Duration) -> Event {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(end) = server
+            .journal(call_id)
+            .and_then(|j| j.find(|e| matches!(e, Event::StreamEnded { .. })))
+        {
+            return end.event;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{call_id}: the stream did not end within {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Utterance 1 and a second of silence in real time; returns the echo heard back.
+async fn echo_call(base: String, call_id: &'static str) -> Vec<u8> {
+    let mut call = RawCall::open(&base, call_id).await;
+    call.start().await;
+    let mut audio = fixture("utterance_1.ulaw");
+    audio.extend([0xFF; 8_000]);
+    call.stream(1, &audio, Duration::from_millis(20)).await;
+    call.collect_audio(Duration::from_millis(800), Duration::from_secs(15))
+        .await
+}
+
+fn assert_whole_echo(echo: &[u8]) {
+    let speech = speech_span(&fixture("utterance_1.ulaw")).len();
+    assert!(
+        echo.len() >= speech && echo.len() <= speech + 3_200,
+        "the good call's echo came back whole: {} bytes for {speech} of speech",
+        echo.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_never_start_do_not_make_a_real_caller_busy_and_are_closed() {
+    let start_timeout = Duration::from_secs(3);
+    let server = TestServer::start(&[("VOXGATE_START_TIMEOUT_MS", "3000")]).await;
+    let max_pending = server.state.sessions.config().max_pending_sockets;
+    let max_calls = server.state.sessions.config().max_calls;
+    let opened = tokio::time::Instant::now();
+    let (mut open, mut refused) = (Vec::new(), 0);
+    for i in 0..max_calls + 20 {
+        match stray_socket(&server.base, &format!("stray-{i}")).await {
+            Ok(call) => open.push(call.ws),
+            Err(status) => {
+                assert_eq!(status, 503, "a stray beyond the pending limit");
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!(
+        open.len(),
+        max_pending,
+        "the pending limit, not the call limit"
+    );
+    assert_eq!(refused, max_calls + 20 - max_pending);
+    assert_eq!(server.state.sessions.pending(), max_pending);
+    assert_eq!(server.state.sessions.active(), 0, "no call slot taken");
+    assert!(opened.elapsed() < start_timeout, "all still open");
+
+    // A real caller is answered with <Stream>, not busy, and its call works.
+    let echo = echo_call(server.base.clone(), "real-caller");
+
+    // Every stray is closed by the start timeout, with its socket.
+    let strays = async {
+        for mut ws in open {
+            let closed = tokio::time::timeout(Duration::from_secs(10), async {
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                        Some(Ok(_)) => {}
+                    }
+                }
+            })
+            .await;
+            assert!(closed.is_ok(), "a stray socket was left open");
+        }
+        opened.elapsed()
+    };
+    let (echo, closed_after) = tokio::join!(echo, strays);
+    assert_whole_echo(&echo);
+    assert!(
+        closed_after >= start_timeout && closed_after < start_timeout + Duration::from_secs(5),
+        "closed at the start timeout: {closed_after:?}"
+    );
+    assert_eq!(
+        stream_end(&server, "stray-0", Duration::from_secs(1)).await,
+        Event::StreamEnded {
+            reason: "start_timeout"
+        }
+    );
+    assert_eq!(server.state.sessions.pending(), 0);
+    let ended = server
+        .metric(r#"voxgate_streams_ended_total{reason="start_timeout"}"#)
+        .await;
+    assert!(ended >= max_pending as f64, "counted: {ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn media_after_an_unsupported_codec_is_counted_as_such_and_the_socket_closed() {
+    let server = TestServer::start(&[("VOXGATE_START_TIMEOUT_MS", "1000")]).await;
+    let bad = |kind: &'static str| {
+        let server = &server;
+        async move {
+            server
+                .metric(&format!(r#"voxgate_bad_messages_total{{kind="{kind}"}}"#))
+                .await
+        }
+    };
+    let before = (
+        bad("unsupported_format").await,
+        bad("media_before_start").await,
+    );
+    let mut call = RawCall::open(&server.base, "alaw-call").await;
+    call.text(r#"{"event":"start","start":{"callId":"a","streamId":"stream-alaw-call","mediaFormat":{"encoding":"audio/x-alaw","sampleRate":8000}}}"#).await;
+    for chunk in 1..=3 {
+        call.media(chunk, &SILENCE).await;
+    }
+    assert_eq!(
+        stream_end(&server, "alaw-call", Duration::from_secs(5)).await,
+        Event::StreamEnded {
+            reason: "start_timeout"
+        },
+        "no valid start: closed at the start timeout"
+    );
+    let after = (
+        bad("unsupported_format").await,
+        bad("media_before_start").await,
+    );
+    assert_eq!(after.0 - before.0, 4.0, "the start and each of its media");
+    assert_eq!(after.1, before.1, "not media before start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreadable_messages_close_with_the_rfc_6455_code() {
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+    let server = TestServer::start(&[]).await;
+    let cases: [(&str, Message, u16); 2] = [
+        (
+            "over-1-mib",
+            Message::Text("x".repeat(1_100_000).into()),
+            1009,
+        ),
+        (
+            "not-utf8",
+            Message::Frame(Frame::message(
+                vec![b'{', 0xFF, 0xFE, b'}'],
+                OpCode::Data(Data::Text),
+                true,
+            )),
+            1007,
+        ),
+    ];
+    for (call_id, message, code) in cases {
+        let mut call = RawCall::open(&server.base, call_id).await;
+        call.start().await;
+        call.media(1, &SILENCE).await;
+        call.ws.send(message).await.unwrap();
+        let close = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                match call.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => {}
+                    other => panic!("{call_id}: no close frame: {other:?}"),
+                }
+            }
+        })
+        .await
+        .expect("closed");
+        assert_eq!(close, Some(code), "{call_id}");
+        let kind = if code == 1009 {
+            "too_large"
+        } else {
+            "invalid_utf8"
+        };
+        assert_eq!(
+            stream_end(&server, call_id, Duration::from_secs(2)).await,
+            Event::StreamEnded { reason: kind }
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_is_closed_in_seconds_and_hears_nothing() {
+    // The accept loop caps each socket's kernel send buffer (`http.send_buffer_bytes`,
+    // 16 KiB), so a pipe that stops draining is full after about 2 s of agent audio. The
+    // default write timeout (5 s) is the bar; a checkpoint that is queued but never reaches
+    // the socket passes this short grace long before the writer gives up, so counting it
+    // as heard would show.
+    let server = TestServer::start(&[("VOXGATE_CHECKPOINT_TIMEOUT_MS", "300")]).await;
+    let good = tokio::spawn(echo_call(server.base.clone(), "reading-call"));
+
+    // A caller with a 4 KB receive buffer that never reads a byte after the handshake.
+    let url = common::stream_url(&common::answer(&server.base, "deaf-call").await);
+    let tcp = tokio::net::TcpSocket::new_v4().unwrap();
+    tcp.set_recv_buffer_size(4 * 1024).unwrap();
+    let tcp = tcp
+        .connect(server.base["http://".len()..].parse().unwrap())
+        .await
+        .unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(tcp))
+            .await
+            .unwrap();
+    let mut deaf = RawCall {
+        ws,
+        call_id: "deaf-call".into(),
+        stream_id: "stream-deaf-call".into(),
+    };
+    deaf.start().await;
+    // About 4.5 s of speech in one breath, then silence until the server closes the socket:
+    // the echo fills the pipe (about 2 s of audio fit in it) and its end and checkpoint are
+    // queued before the writer gives up.
+    let mut speech = Vec::new();
+    for n in 1..=2 {
+        speech.extend_from_slice(speech_span(&fixture(&format!("utterance_{n}.ulaw"))));
+    }
+    let journal = server.journal("deaf-call").unwrap();
+    let mut agent_spoke = None;
+    let frames = speech.chunks(160).chain(std::iter::repeat(&SILENCE[..]));
+    for (chunk, frame) in (1..).zip(frames) {
+        if journal
+            .find(|e| matches!(e, Event::StreamEnded { .. }))
+            .is_some()
+        {
+            break;
+        }
+        if agent_spoke.is_none()
+            && journal
+                .find(|e| matches!(e, Event::TurnQueued { .. }))
+                .is_some()
+        {
+            agent_spoke = Some(tokio::time::Instant::now());
+        }
+        if let Some(spoke) = agent_spoke {
+            assert!(
+                spoke.elapsed() < Duration::from_secs(20),
+                "still open 20 s after the agent spoke"
+            );
+        }
+        let mut padded = [0xFF; 160];
+        padded[..frame.len()].copy_from_slice(frame);
+        // Once the server has closed, sends may fail: the journal says why it ended.
+        let text = deaf.media_text(chunk, (chunk - 1) * 20, &padded);
+        let sent = tokio::time::timeout(
+            Duration::from_secs(1),
+            deaf.ws.send(Message::Text(text.into())),
+        )
+        .await;
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let spoke = agent_spoke.expect("the agent answered the deaf caller");
+    assert_eq!(
+        stream_end(&server, "deaf-call", Duration::from_secs(20)).await,
+        Event::StreamEnded {
+            reason: "write_timeout"
+        }
+    );
+    let closed_after = spoke.elapsed();
+    assert!(
+        closed_after < Duration::from_secs(20),
+        "closed {closed_after:?} after the agent spoke"
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::TurnHeard { .. }))
+            .is_none(),
+        "nothing was read, so no turn counts as heard"
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::TurnUnsent { .. }))
+            .is_some(),
+        "the turn still queued is counted unsent"
+    );
+    assert_whole_echo(&good.await.unwrap());
 }

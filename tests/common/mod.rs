@@ -135,6 +135,30 @@ pub fn scratch_dir(name: &str) -> std::path::PathBuf {
 type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Answers `call_id` at the answer URL (unsigned) and returns the answer's XML.
+pub async fn answer(base: &str, call_id: &str) -> String {
+    reqwest::Client::new()
+        .post(format!("{base}/plivo/answer"))
+        .form(&[
+            ("CallUUID", call_id),
+            ("From", "+15550001"),
+            ("To", "+15550002"),
+        ])
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// The stream URL of a `<Stream>` answer (panics on any other answer, such as busy).
+pub fn stream_url(answer: &str) -> String {
+    let start = answer.find("ws://").expect("stream URL in the answer");
+    let end = answer[start..].find('<').unwrap() + start;
+    answer[start..end].replace("&amp;", "&")
+}
+
 /// A hand-driven Plivo side of one call: answer URL, WebSocket, messages as given.
 pub struct RawCall {
     pub ws: Ws,
@@ -145,33 +169,13 @@ pub struct RawCall {
 impl RawCall {
     /// Answers `call_id` and opens its stream (unsigned: the server must not enforce).
     pub async fn open(base: &str, call_id: &str) -> Self {
-        let answer = reqwest::Client::new()
-            .post(format!("{base}/plivo/answer"))
-            .form(&[
-                ("CallUUID", call_id),
-                ("From", "+15550001"),
-                ("To", "+15550002"),
-            ])
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        Self::connect(&answer, call_id, None).await
+        Self::connect(&answer(base, call_id).await, call_id, None).await
     }
 
     /// Opens the stream the `answer` XML names, for `call_id`, signed with `auth_token`
     /// as Plivo signs it (unsigned when `None`).
     pub async fn connect(answer: &str, call_id: &str, auth_token: Option<&str>) -> Self {
-        let start = answer.find("ws://").expect("stream URL in the answer");
-        let end = answer[start..].find('<').unwrap() + start;
-        Self::dial(
-            &answer[start..end].replace("&amp;", "&"),
-            call_id,
-            auth_token,
-        )
-        .await
+        Self::dial(&stream_url(answer), call_id, auth_token).await
     }
 
     /// Opens the stream at `url` for `call_id`, signed with `auth_token` (unsigned when
@@ -219,14 +223,19 @@ impl RawCall {
 
     /// One `media` message of µ-law bytes with the given chunk number and timestamp.
     pub async fn media_at(&mut self, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) {
+        let text = self.media_text(chunk, timestamp_ms, ulaw);
+        self.text(text).await;
+    }
+
+    /// The text of a `media` message of µ-law bytes.
+    pub fn media_text(&self, chunk: u64, timestamp_ms: u64, ulaw: &[u8]) -> String {
         use base64::Engine as _;
         let payload = base64::engine::general_purpose::STANDARD.encode(ulaw);
-        let text = format!(
+        format!(
             r#"{{"event":"media","sequenceNumber":{},"streamId":"{}","media":{{"track":"inbound","timestamp":"{timestamp_ms}","chunk":{chunk},"payload":"{payload}"}}}}"#,
             chunk.wrapping_add(1),
             self.stream_id,
-        );
-        self.text(text).await;
+        )
     }
 
     /// Sends `audio` (µ-law) as 20 ms frames starting at `first_chunk`, `pace` apart.

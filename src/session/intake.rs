@@ -323,28 +323,12 @@ mod tests {
     use base64::Engine as _;
 
     use super::*;
-    use crate::agent::AgentKind;
-    use crate::audio::pipeline::PipelineConfig;
     use crate::ids::CallId;
-    use crate::session::Sessions;
     use crate::session::config::SessionConfig;
     use crate::telephony::plivo::stream::{Inbound, parse_inbound};
 
     fn deps() -> SessionDeps {
-        let config = SessionConfig::default();
-        SessionDeps {
-            pipeline: Arc::new(
-                Pipeline::start(PipelineConfig {
-                    workers: 1,
-                    ..PipelineConfig::default()
-                })
-                .unwrap(),
-            ),
-            sessions: Arc::new(Sessions::new(config, AgentKind::Echo)),
-            config,
-            on_stream_started: None,
-            recorder: None,
-        }
+        crate::session::socket::tests::deps(SessionConfig::default())
     }
 
     #[test]

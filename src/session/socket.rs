@@ -338,4 +338,4 @@ async fn events_ready(call: Option<&CallHandle>) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

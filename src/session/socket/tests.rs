@@ -56,7 +56,8 @@ fn ended(journal: &crate::session::journal::Journal) -> Event {
         .event
 }
 
-fn deps(config: SessionConfig) -> SessionDeps {
+/// What a session needs, for tests: a one-worker pipeline with room for a whole utterance.
+pub(in crate::session) fn deps(config: SessionConfig) -> SessionDeps {
     SessionDeps {
         pipeline: Arc::new(
             Pipeline::start(PipelineConfig {

@@ -12,9 +12,10 @@
 //! | [`retry`] | the one backoff timer: capped exponential, full jitter, `Retry-After` floor, budgets |
 //! | [`logs`] | the log subscriber, whose fields untrusted text cannot forge |
 //! | [`telemetry`] | every metric name and the Prometheus recorder |
+//! | [`transcript`] | what was said and each turn's latency: shapes the session writes and the call record keeps |
 //! | [`audio`] | G.711, frames, resampling, VAD, the DSP worker pipeline: synchronous, no tokio |
 //! | [`telephony`] | Plivo: answer XML, typed callbacks, signatures, WebSocket messages, REST |
-//! | [`agent`] | what answers the caller (today `echo`) |
+//! | [`agent`] | what answers the caller, each call's in its own task: the seam, turn-taking, echo, flows |
 //! | [`recording`] | the in-call WAV writer, then encode, upload, retention |
 //! | [`session`] | one live call: transport, media intake, conversation, playout, media clock, the call registry |
 //! | [`control`] | the call state machine, outbox, sinks, reconcile |
@@ -23,7 +24,9 @@
 //! | [`config`] | assembles file + environment + flags into each module's own section |
 //! | [`server`] | the composition root: builds everything, owns start-up and shutdown, bounds connections |
 
-#![forbid(unsafe_code)]
+// `unsafe` is denied everywhere but in the C library bindings (espeak-ng, pocketsphinx),
+// which allow it file by file with a `// SAFETY:` line per block.
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod audio;
@@ -40,3 +43,4 @@ pub mod setting;
 pub mod sim;
 pub mod telemetry;
 pub mod telephony;
+pub mod transcript;

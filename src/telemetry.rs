@@ -89,6 +89,19 @@ pub const RECORDING_BYTES: &str = "voxgate_recording_bytes_total";
 pub const RECORDING_REFUSED: &str = "voxgate_recording_refused_total";
 /// Recordings left by a crash found at start-up, by `outcome` (`repaired`, `failed`).
 pub const RECORDING_REPAIRS: &str = "voxgate_recording_repairs_total";
+/// Caller frames or events the agent's inbox had no room for, by `kind` (`audio`, `event`).
+pub const AGENT_INPUT_DROPPED: &str = "voxgate_agent_input_dropped_total";
+/// Agents that failed mid-call, by `how` (`panicked`, `stalled`, `finished`): the call got
+/// the fallback line and was hung up.
+pub const AGENT_FAILURES: &str = "voxgate_agent_failures_total";
+/// Agent audio the session could not use, by `reason` (`no_open_turn`, `resample`).
+pub const AGENT_AUDIO_DROPPED: &str = "voxgate_agent_audio_dropped_total";
+/// Each stage of an agent turn, seconds after the caller's speech ended, by `stage`
+/// (`end_of_turn`, `stt_final`, `decided`, `first_tts_audio`, `first_play_audio`,
+/// `first_heard`, `played_stream`, `gateway`).
+pub const TURN_STAGE: &str = "voxgate_turn_stage_seconds";
+/// Calls ended by voxgate's side, by `by` (`agent`, `voxgate`).
+pub const HANGUPS: &str = "voxgate_hangups_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -186,6 +199,23 @@ fn describe() {
         RECORDING_REPAIRS,
         "Recordings left by a crash found at start-up, by outcome."
     );
+    describe_counter!(
+        AGENT_INPUT_DROPPED,
+        "Caller frames or events the agent's inbox had no room for, by kind."
+    );
+    describe_counter!(
+        AGENT_FAILURES,
+        "Agents that failed mid-call (fallback line, hang-up), by how."
+    );
+    describe_counter!(
+        AGENT_AUDIO_DROPPED,
+        "Agent audio the session could not use, by reason."
+    );
+    describe_histogram!(
+        TURN_STAGE,
+        "Agent turn stages, seconds after the caller's speech ended, by stage."
+    );
+    describe_counter!(HANGUPS, "Calls ended by voxgate's side, by who.");
     describe_counter!(RECONCILE_CHECKS, "Reconcile checks, by outcome.");
     describe_counter!(
         RECONCILE_GAVE_UP,

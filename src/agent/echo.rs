@@ -3,11 +3,14 @@
 //! It keeps the last [`MAX_UTTERANCE_MS`] of caller audio in a fixed ring of frames
 //! (allocated once), and on `SpeechEnded` copies out the span from the utterance's onset
 //! (less a short pre-roll) to its end (plus a short tail). It needs no service and no key,
-//! which makes it the default agent and the one the tests and benches drive.
+//! which makes it the agent the tests and benches drive. It answers at the end of each
+//! caller turn (the session's end-of-turn decision), with the whole utterance as one turn.
 
-use super::Agent;
+use std::sync::Arc;
+
+use super::{Agent, AgentIo, Event, Input};
 use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
-use crate::audio::vad::VadEvent;
+use crate::audio::resample::Rate;
 
 /// Longest utterance echoed; a longer one is echoed from its last 12 s.
 pub const MAX_UTTERANCE_MS: u64 = 12_000;
@@ -57,7 +60,8 @@ impl EchoAgent {
     }
 }
 
-impl Agent for EchoAgent {
+impl EchoAgent {
+    /// A 20 ms frame of caller audio (8 kHz), stamped on the caller's media clock.
     fn on_caller_audio(&mut self, timestamp_ms: u64, samples: &[i16]) {
         if samples.len() != FRAME_SAMPLES_8K {
             return;
@@ -67,19 +71,42 @@ impl Agent for EchoAgent {
         self.stamps[slot] = Some(timestamp_ms);
     }
 
-    fn on_vad(&mut self, event: VadEvent) -> Option<Vec<i16>> {
-        match event {
-            VadEvent::SpeechStarted { onset_ms, .. } => {
-                self.onset_ms = Some(onset_ms);
-                None
-            }
-            VadEvent::SpeechEnded { end_ms, .. } => {
-                let onset = self.onset_ms.take()?;
-                let keep = (self.frames.len() as u64 - 1) * FRAME_MS;
-                let from = onset
-                    .saturating_sub(PRE_ROLL_MS)
-                    .max((end_ms + TAIL_MS).saturating_sub(keep));
-                Some(self.span(from, end_ms + TAIL_MS))
+    /// The caller started speaking at `onset_ms`.
+    fn on_speech_started(&mut self, onset_ms: u64) {
+        self.onset_ms = Some(onset_ms);
+    }
+
+    /// The caller's turn ended with speech ending at `end_ms`: the utterance to play back.
+    fn on_end_of_turn(&mut self, end_ms: u64) -> Option<Vec<i16>> {
+        let onset = self.onset_ms.take()?;
+        let keep = (self.frames.len() as u64 - 1) * FRAME_MS;
+        let from = onset
+            .saturating_sub(PRE_ROLL_MS)
+            .max((end_ms + TAIL_MS).saturating_sub(keep));
+        Some(self.span(from, end_ms + TAIL_MS))
+    }
+}
+
+#[async_trait::async_trait]
+impl Agent for EchoAgent {
+    fn caller_audio_rate(&self) -> Option<Rate> {
+        Some(Rate::Hz8000)
+    }
+
+    async fn run(mut self: Box<Self>, mut io: AgentIo) {
+        while let Some(input) = io.next().await {
+            match input {
+                Input::Audio(frame) => self.on_caller_audio(frame.at_ms, frame.samples()),
+                Input::Event(Event::SpeechStarted { onset_ms }) => self.on_speech_started(onset_ms),
+                Input::Event(Event::EndOfTurn { speech_end_ms, .. }) => {
+                    if let Some(audio) = self.on_end_of_turn(speech_end_ms) {
+                        let audio: Arc<[i16]> = audio.into();
+                        if io.say("[echo]", Rate::Hz8000, audio).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Input::Event(_) => {}
             }
         }
     }
@@ -99,19 +126,8 @@ mod tests {
     fn echoes_the_utterance_with_pre_roll_and_tail() {
         let mut agent = EchoAgent::new(MAX_UTTERANCE_MS);
         feed(&mut agent, 0, 3_000);
-        assert_eq!(
-            agent.on_vad(VadEvent::SpeechStarted {
-                onset_ms: 1_000,
-                at_ms: 1_100
-            }),
-            None
-        );
-        let audio = agent
-            .on_vad(VadEvent::SpeechEnded {
-                end_ms: 2_000,
-                at_ms: 2_400,
-            })
-            .unwrap();
+        agent.on_speech_started(1_000);
+        let audio = agent.on_end_of_turn(2_000).unwrap();
         // 940 ms .. 2060 ms → frames 47 ..= 102 (56 frames)
         assert_eq!(audio.len(), 56 * FRAME_SAMPLES_8K);
         assert_eq!(audio[0], 47);
@@ -122,43 +138,21 @@ mod tests {
     fn no_echo_without_a_start() {
         let mut agent = EchoAgent::new(MAX_UTTERANCE_MS);
         feed(&mut agent, 0, 1_000);
-        assert_eq!(
-            agent.on_vad(VadEvent::SpeechEnded {
-                end_ms: 500,
-                at_ms: 900
-            }),
-            None
-        );
+        assert_eq!(agent.on_end_of_turn(500), None);
     }
 
     #[test]
     fn a_long_utterance_keeps_its_last_part_and_missing_frames_are_silence() {
         let mut agent = EchoAgent::new(1_000);
         feed(&mut agent, 0, 5_000);
-        agent.on_vad(VadEvent::SpeechStarted {
-            onset_ms: 0,
-            at_ms: 100,
-        });
-        let audio = agent
-            .on_vad(VadEvent::SpeechEnded {
-                end_ms: 4_000,
-                at_ms: 4_400,
-            })
-            .unwrap();
+        agent.on_speech_started(0);
+        let audio = agent.on_end_of_turn(4_000).unwrap();
         assert_eq!(audio.len(), 50 * FRAME_SAMPLES_8K, "1 s kept");
         let mut gappy = EchoAgent::new(1_000);
         feed(&mut gappy, 0, 100);
         feed(&mut gappy, 200, 300);
-        gappy.on_vad(VadEvent::SpeechStarted {
-            onset_ms: 60,
-            at_ms: 100,
-        });
-        let audio = gappy
-            .on_vad(VadEvent::SpeechEnded {
-                end_ms: 240,
-                at_ms: 600,
-            })
-            .unwrap();
+        gappy.on_speech_started(60);
+        let audio = gappy.on_end_of_turn(240).unwrap();
         assert_eq!(audio[4 * FRAME_SAMPLES_8K], 4, "80 ms frame present");
         assert!(
             audio[5 * FRAME_SAMPLES_8K..10 * FRAME_SAMPLES_8K]

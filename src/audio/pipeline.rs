@@ -212,6 +212,11 @@ impl Pipeline {
         })
     }
 
+    /// The VAD settings every call runs with (the hangover is part of each turn's latency).
+    pub fn vad(&self) -> VadConfig {
+        self.config.vad
+    }
+
     /// The frame pool sessions take frames from.
     pub fn pool(&self) -> &FramePool {
         &self.pool

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 
 use super::model::{CallRecord, CallState, EventType, Transition, state_from_plivo};
 use super::store::{StoreError, Update};
+use crate::transcript::{ConversationRecord, Speaker};
 
 /// What a source says about a call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -152,6 +153,31 @@ pub fn recording_ready(url: String) -> Update {
         }
         call.recording_url = Some(url);
         Ok(vec![EventType::RecordingReady])
+    })
+}
+
+/// The call's conversation so far: kept on the record with the transcript's text form.
+/// Not a state change and reports nothing (`call.completed` carries it after the call).
+pub fn conversation(record: ConversationRecord) -> Update {
+    Box::new(move |call: &mut CallRecord| {
+        let lines: Vec<String> = record
+            .transcript
+            .iter()
+            .filter_map(|entry| {
+                let text = match entry.speaker {
+                    Speaker::Agent => entry.heard_text.as_deref().unwrap_or(&entry.text),
+                    Speaker::Caller => &entry.text,
+                };
+                let who = match entry.speaker {
+                    Speaker::Agent => "agent",
+                    Speaker::Caller => "caller",
+                };
+                (!text.is_empty()).then(|| format!("{who}: {text}"))
+            })
+            .collect();
+        call.transcript = (!lines.is_empty()).then(|| lines.join("\n"));
+        call.conversation = record;
+        Ok(Vec::new())
     })
 }
 

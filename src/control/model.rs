@@ -8,6 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+use crate::transcript::ConversationRecord;
+
 pub use crate::ids::Direction;
 
 /// Minimum answered duration for a call to count as `completed` (DESIGN.md default).
@@ -268,8 +270,13 @@ pub struct CallRecord {
     pub hangup_cause: Option<String>,
     /// Where the recording is, once uploaded.
     pub recording_url: Option<String>,
-    /// The transcript so far.
+    /// The transcript so far, as text: one `speaker: text` line per turn (what the caller
+    /// heard, for the agent).
     pub transcript: Option<String>,
+    /// The conversation: each turn, the agent's latency split, collected slots, who hung
+    /// up (empty until the media stream starts).
+    #[serde(default)]
+    pub conversation: ConversationRecord,
 }
 
 impl CallRecord {
@@ -301,6 +308,7 @@ impl CallRecord {
             hangup_cause: None,
             recording_url: None,
             transcript: None,
+            conversation: ConversationRecord::default(),
         }
     }
 

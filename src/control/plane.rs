@@ -18,6 +18,7 @@ use super::model::{CallRecord, CallState, Direction, EventType};
 use super::store::{CallFilter, Page, Store, StoreError};
 use crate::ids::{CallId, CallIdError};
 use crate::telephony::plivo::rest::{CallbackMethod, MakeCall, PlivoApi, RestError};
+use crate::transcript::ConversationRecord;
 
 /// A request to place an outbound call.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -319,6 +320,19 @@ impl ControlPlane {
             (self.wake)();
         }
         Ok(())
+    }
+
+    /// Keeps `call_id`'s conversation (transcript, turns, slots, who hung up) on its record.
+    /// [`StoreError::NotFound`] for an unknown call.
+    pub async fn on_conversation(
+        &self,
+        call_id: &str,
+        record: ConversationRecord,
+    ) -> Result<(), StoreError> {
+        self.store
+            .update_call(call_id, lifecycle::conversation(record))
+            .await
+            .map(drop)
     }
 
     /// Hangs up (or cancels, before Plivo assigned a call uuid) through Plivo's REST API.

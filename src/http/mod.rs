@@ -17,13 +17,13 @@ use axum::Router;
 use axum::routing::{get, post};
 use metrics_exporter_prometheus::PrometheusHandle;
 
-use crate::agent::AgentKind;
+use crate::agent::{AgentKind, Agents};
 use crate::audio::pipeline::Pipeline;
 use crate::control::deliver::Deliverer;
 use crate::control::plane::ControlPlane;
 use crate::recording::writer::Recorder;
 use crate::session::Sessions;
-use crate::session::socket::{SessionDeps, StreamStarted};
+use crate::session::socket::{ConversationRecords, HangUpCall, SessionDeps, StreamStarted};
 use crate::telephony::plivo::seen::SeenOnce;
 use crate::telephony::plivo::signature::Verifier;
 
@@ -45,6 +45,13 @@ pub struct AppState {
     pub recorder: Option<Arc<Recorder>>,
     /// Told when a call's media starts; `None` without a control plane.
     pub on_stream_started: Option<Arc<dyn StreamStarted>>,
+    /// Builds each call's agent.
+    pub agents: Arc<Agents>,
+    /// Hangs calls up through Plivo's REST API when voxgate's side ends them; `None`
+    /// without a control plane with Plivo credentials.
+    pub on_hang_up: Option<Arc<dyn HangUpCall>>,
+    /// Keeps each call's conversation on its record; `None` without a control plane.
+    pub records: Option<Arc<dyn ConversationRecords>>,
     /// Checks Plivo's signatures; `None` when they are not enforced.
     pub verifier: Option<Verifier>,
     /// Renders `/metrics`.
@@ -77,6 +84,9 @@ impl AppState {
             config: *self.sessions.config(),
             on_stream_started: self.on_stream_started.clone(),
             recorder: self.recorder.clone(),
+            agents: Arc::clone(&self.agents),
+            on_hang_up: self.on_hang_up.clone(),
+            records: self.records.clone(),
         }
     }
 }

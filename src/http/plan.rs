@@ -42,9 +42,21 @@ pub(super) async fn resolve(
         plan.from.clone_from(&answer.from);
         plan.to.clone_from(&answer.to);
     }
+    // An inbound call picks its flow on the answer URL (`?flow=`); a stored call's own
+    // choice below wins.
+    if let Some((_, flow)) = query
+        .iter()
+        .find(|(k, v)| k == "flow" && !v.trim().is_empty())
+    {
+        plan.flow_name = Some(flow.trim().to_owned());
+    }
     if let Some(call) = stored {
         plan.direction = call.direction;
-        plan.flow_name = call.flow_name;
+        if call.flow_name.is_some() {
+            plan.flow_name = call.flow_name;
+        }
+        plan.campaign = call.campaign_id;
+        plan.metadata = call.metadata;
         if let Some(name) = call.agent {
             match name.parse::<AgentKind>() {
                 Ok(agent) => plan.agent = agent,

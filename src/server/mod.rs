@@ -154,9 +154,9 @@ impl Server {
             // Runs on the writer thread: the publisher's handoff never blocks.
             recorder.set_on_finished(Arc::clone(&control.handoff));
         }
-        // The agent of calls that choose none, chosen here only: `config.agent.default`
-        // replaces this once the configuration has it.
+        // The agent of calls that choose none, chosen here only.
         let default_agent = config.agent.default;
+        let agents = crate::agent::Agents::default();
         let verifier = config
             .plivo
             .verify_signatures
@@ -175,6 +175,13 @@ impl Server {
             on_stream_started: control
                 .as_ref()
                 .map(|control| seams::media_started(Arc::clone(&control.plane))),
+            agents: Arc::new(agents),
+            on_hang_up: control
+                .as_ref()
+                .map(|control| seams::hang_up(Arc::clone(&control.plane))),
+            records: control
+                .as_ref()
+                .map(|control| seams::conversation_records(Arc::clone(&control.plane))),
             verifier,
             metrics: crate::telemetry::install(),
             callbacks: SeenOnce::new(SEEN_MEMORY),

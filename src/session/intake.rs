@@ -48,6 +48,8 @@ pub(super) struct MediaStream {
     pub(super) recording: Option<CallRecording>,
     /// Where the call is on the media timeline (places agent audio in the recording).
     pub(super) clock: MediaClock,
+    /// Plivo's id for the call leg (`start.callId`), for a REST hang-up.
+    pub(super) call_uuid: String,
 }
 
 /// Counter handles taken once per session: incrementing them is one atomic add.
@@ -138,7 +140,13 @@ impl Intake {
 
     /// Plivo's `start`: takes the call's slot in the registry, joins the pipeline, sizes
     /// the scratch buffers for the stream, starts the recording and the media clock.
-    pub(super) fn on_start(&mut self, start: &Start, attachment: &Attachment) -> Started {
+    /// `stt_16k` asks the pipeline for 16 kHz frames (an agent that takes wideband audio).
+    pub(super) fn on_start(
+        &mut self,
+        start: &Start,
+        attachment: &Attachment,
+        stt_16k: bool,
+    ) -> Started {
         if self.stream.is_some() {
             bad_message("duplicate_start");
             return Started::Dropped;
@@ -164,7 +172,7 @@ impl Intake {
             return Started::Refused(refused);
         }
         let call = match self.pipeline.join(CallOptions {
-            stt_16k: false,
+            stt_16k,
             record: true,
         }) {
             Ok(call) => call,
@@ -203,6 +211,7 @@ impl Intake {
             call,
             recording,
             clock: MediaClock::new(),
+            call_uuid: start.start.call_id.clone(),
         });
         Started::Stream(format)
     }
@@ -299,6 +308,15 @@ impl Intake {
         }
     }
 
+    /// Takes the pipeline's 16 kHz caller frames (for an agent that asked for them), each
+    /// to `caller_audio` with its media timestamp.
+    pub(super) fn drain_wideband_audio(&self, mut caller_audio: impl FnMut(u64, &[i16])) {
+        let Some(stream) = &self.stream else { return };
+        while let Some(frame) = stream.call.pop_stt() {
+            caller_audio(frame.timestamp_ms, frame.samples());
+        }
+    }
+
     /// Caller frames still queued for the DSP worker, when the call is recorded (the end
     /// of the stream waits for them so the recording ends where the call did).
     pub(super) fn recorded_frames_queued(&self) -> Option<usize> {
@@ -344,11 +362,11 @@ mod tests {
             panic!("a start message")
         };
         assert_eq!(
-            intake.on_start(&start, &attachment),
+            intake.on_start(&start, &attachment, false),
             Started::Stream(MediaFormat::MuLaw8k)
         );
         assert_eq!(
-            intake.on_start(&start, &attachment),
+            intake.on_start(&start, &attachment, false),
             Started::Dropped,
             "duplicate"
         );
@@ -405,7 +423,7 @@ mod tests {
                 .unwrap();
             let mut intake = Intake::new(&deps);
             assert_eq!((intake.scratch.capacity(), intake.pcm.capacity()), (0, 0));
-            intake.on_start(&start_in(encoding, rate), &attachment);
+            intake.on_start(&start_in(encoding, rate), &attachment, false);
             let samples = rate as usize * MAX_PAYLOAD_MS / 1_000;
             assert_eq!(intake.pcm.len(), samples);
             assert_eq!(intake.scratch.len(), samples * format.bytes_per_sample());
@@ -431,7 +449,7 @@ mod tests {
             .unwrap();
         let mut intake = Intake::new(&deps);
         assert_eq!(
-            intake.on_start(&start_in("audio/x-alaw", 8_000), &attachment),
+            intake.on_start(&start_in("audio/x-alaw", 8_000), &attachment, false),
             Started::Dropped
         );
         assert!(intake.unsupported);

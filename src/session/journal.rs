@@ -72,6 +72,13 @@ pub enum Event {
         /// Turns whose audio was cut.
         cut_turns: Vec<u64>,
     },
+    /// voxgate's side asked to end the call.
+    HangUp {
+        /// `agent` (its goodbye) or `voxgate` (the agent failed).
+        by: &'static str,
+        /// Why.
+        reason: String,
+    },
     /// A DTMF key press.
     Dtmf {
         /// The key.

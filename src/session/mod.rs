@@ -21,6 +21,7 @@
 //! out through [`playout`]. [`reorder`] puts chunks back in order, [`clock`] says where the
 //! call is on the media timeline, and [`journal`] keeps what happened.
 
+mod agent_audio;
 pub mod clock;
 pub mod config;
 mod conversation;
@@ -30,6 +31,7 @@ pub mod plan;
 pub mod playout;
 pub mod reorder;
 pub mod socket;
+mod turns;
 mod writer;
 
 use std::collections::{HashMap, VecDeque};

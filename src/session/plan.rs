@@ -10,7 +10,7 @@ use crate::agent::AgentKind;
 use crate::ids::{CallId, Direction};
 
 /// What one call runs.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct CallPlan {
     /// The call.
     pub call_id: CallId,
@@ -22,6 +22,10 @@ pub struct CallPlan {
     pub flow_name: Option<String>,
     /// Recorded (when the server records calls at all); `false` when the call opted out.
     pub record: bool,
+    /// The backend's campaign, if any.
+    pub campaign: Option<String>,
+    /// The backend's free-form data for the call (`null` when none).
+    pub metadata: serde_json::Value,
     /// Caller id (empty when unknown).
     pub from: String,
     /// Destination (empty when unknown).
@@ -38,6 +42,8 @@ impl CallPlan {
             agent,
             flow_name: None,
             record: true,
+            campaign: None,
+            metadata: serde_json::Value::Null,
             from: String::new(),
             to: String::new(),
         }

@@ -70,20 +70,74 @@ struct Pending {
     place: Option<u64>,
 }
 
+/// One turn on its way to the phone: where it sits in the sample stream and when its
+/// audio plays, so a cut knows how much was heard.
+#[derive(Debug)]
+struct Track {
+    turn: u64,
+    /// Position of its first sample in everything enqueued.
+    begin: u64,
+    /// Position after its last sample, once the turn is closed.
+    end: Option<u64>,
+    /// Its checkpoint was handed to the socket.
+    checkpointed: bool,
+    /// Stretches of its audio playing back to back at the phone: (start, samples). A new
+    /// stretch begins only after the phone ran dry mid-turn.
+    played: Vec<(Instant, u64)>,
+}
+
+impl Track {
+    /// Samples the phone has played of this turn by `now`.
+    fn heard_at(&self, now: Instant) -> u64 {
+        self.played
+            .iter()
+            .map(|&(start, samples)| {
+                let elapsed = now.saturating_duration_since(start).as_micros() as u64;
+                samples.min(elapsed * 8 / 1_000)
+            })
+            .sum()
+    }
+
+    /// Samples sent of this turn.
+    fn sent(&self) -> u64 {
+        self.played.iter().map(|&(_, samples)| samples).sum()
+    }
+}
+
+/// Samples to milliseconds at 8 kHz.
+fn ms_of(samples: u64) -> u64 {
+    samples / 8
+}
+
+/// A turn cut by [`Playout::clear`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cut {
+    /// The turn.
+    pub turn: u64,
+    /// Audio the phone played of it, ms.
+    pub heard_ms: u64,
+    /// Audio sent of it, ms.
+    pub sent_ms: u64,
+}
+
 /// The playout state of one call.
 #[derive(Debug)]
 pub struct Playout {
     lead: Duration,
     checkpoint_timeout: Duration,
     samples: VecDeque<i16>,
-    /// Turn ends, as positions in the total sample count enqueued.
-    turn_ends: VecDeque<(u64, u64)>,
+    /// Turns not yet settled (heard, cut or unsent), in order.
+    tracks: VecDeque<Track>,
+    /// True while the last track takes audio.
+    open: bool,
     enqueued: u64,
     sent: u64,
     next_turn: u64,
     /// When the phone will have played everything sent so far.
     play_end: Option<Instant>,
     pending: VecDeque<Pending>,
+    /// Turns whose first audio was sent: (turn, when it plays at the phone).
+    started: VecDeque<(u64, Instant)>,
     frame: [i16; FRAME_SAMPLES_8K],
     truncated: u64,
 }
@@ -95,30 +149,69 @@ impl Playout {
             lead,
             checkpoint_timeout,
             samples: VecDeque::with_capacity(8_000),
-            turn_ends: VecDeque::new(),
+            tracks: VecDeque::new(),
+            open: false,
             enqueued: 0,
             sent: 0,
             next_turn: 1,
             play_end: None,
             pending: VecDeque::new(),
+            started: VecDeque::new(),
             frame: [0; FRAME_SAMPLES_8K],
             truncated: 0,
         }
     }
 
-    /// Queues one agent turn (8 kHz PCM) and returns its number. The turn is padded to
-    /// whole frames with silence.
-    pub fn enqueue_turn(&mut self, audio: &[i16]) -> u64 {
+    /// Starts a turn (closing the open one) and returns its number. Its audio follows
+    /// through [`Playout::push`]; it starts playing with its first frame.
+    pub fn open_turn(&mut self) -> u64 {
+        self.close_turn();
+        let turn = self.next_turn;
+        self.next_turn += 1;
+        self.tracks.push_back(Track {
+            turn,
+            begin: self.enqueued,
+            end: None,
+            checkpointed: false,
+            played: Vec::new(),
+        });
+        self.open = true;
+        turn
+    }
+
+    /// Appends 8 kHz audio to the open turn; false when no turn is open (the audio is
+    /// dropped). Beyond [`MAX_QUEUED_SAMPLES`] waiting, the rest is cut and counted.
+    pub fn push(&mut self, audio: &[i16]) -> bool {
+        if !self.open {
+            return false;
+        }
         let room = MAX_QUEUED_SAMPLES.saturating_sub(self.samples.len());
         let take = audio.len().min(room);
         self.truncated += (audio.len() - take) as u64;
         self.samples.extend(&audio[..take]);
-        let pad = (FRAME_SAMPLES_8K - take % FRAME_SAMPLES_8K) % FRAME_SAMPLES_8K;
+        self.enqueued += take as u64;
+        true
+    }
+
+    /// Ends the open turn, padding it to whole frames with silence; its checkpoint follows
+    /// its last frame. Nothing happens when no turn is open.
+    pub fn close_turn(&mut self) {
+        if !std::mem::take(&mut self.open) {
+            return;
+        }
+        let pad = (FRAME_SAMPLES_8K - self.samples.len() % FRAME_SAMPLES_8K) % FRAME_SAMPLES_8K;
         self.samples.extend(std::iter::repeat_n(0, pad));
-        self.enqueued += (take + pad) as u64;
-        let turn = self.next_turn;
-        self.next_turn += 1;
-        self.turn_ends.push_back((self.enqueued, turn));
+        self.enqueued += pad as u64;
+        if let Some(track) = self.tracks.back_mut() {
+            track.end = Some(self.enqueued);
+        }
+    }
+
+    /// Queues one whole agent turn (8 kHz PCM) and returns its number.
+    pub fn enqueue_turn(&mut self, audio: &[i16]) -> u64 {
+        let turn = self.open_turn();
+        self.push(audio);
+        self.close_turn();
         turn
     }
 
@@ -138,15 +231,31 @@ impl Playout {
         !self.samples.is_empty() || self.buffered_at_phone(now) > Duration::ZERO
     }
 
+    /// True while agent audio is playing at the phone (what barge-in cuts).
+    pub fn is_audible(&self, now: Instant) -> bool {
+        self.buffered_at_phone(now) > Duration::ZERO
+    }
+
+    /// True when nothing is queued, open or waiting for its ack.
+    pub fn is_idle(&self) -> bool {
+        self.tracks.is_empty() && self.samples.is_empty()
+    }
+
+    /// The next turn whose first audio was sent, with when it plays at the phone.
+    pub fn take_started(&mut self) -> Option<(u64, Instant)> {
+        self.started.pop_front()
+    }
+
     /// Hands the next due message to `send`, repeatedly, until the lead is reached.
     /// `send` returns the message's place in the outbound queue (`None`: dropped).
     pub fn poll(&mut self, now: Instant, mut send: impl FnMut(Send<'_>) -> Option<u64>) {
         loop {
-            // A turn whose last frame has gone: its checkpoint follows at once.
-            if let Some(&(end, turn)) = self.turn_ends.front()
-                && self.sent >= end
+            // A closed turn whose last frame has gone: its checkpoint follows at once.
+            if let Some(track) = self.tracks.iter_mut().find(|t| !t.checkpointed)
+                && track.end.is_some_and(|end| self.sent >= end)
             {
-                self.turn_ends.pop_front();
+                track.checkpointed = true;
+                let turn = track.turn;
                 let due = self.play_end.unwrap_or(now) + self.checkpoint_timeout;
                 let place = send(Send::Checkpoint { turn });
                 self.pending.push_back(Pending { turn, due, place });
@@ -163,8 +272,29 @@ impl Playout {
             {
                 *slot = sample;
             }
+            let plays_at = now.max(self.play_end.unwrap_or(now));
+            let position = self.sent;
             self.sent += FRAME_SAMPLES_8K as u64;
-            self.play_end = Some(now.max(self.play_end.unwrap_or(now)) + FRAME);
+            self.play_end = Some(plays_at + FRAME);
+            if let Some(track) = self
+                .tracks
+                .iter_mut()
+                .find(|t| t.begin <= position && t.end.is_none_or(|end| position < end))
+            {
+                match track.played.last_mut() {
+                    Some((start, samples))
+                        if *start + Duration::from_micros(*samples * 125) == plays_at =>
+                    {
+                        *samples += FRAME_SAMPLES_8K as u64;
+                    }
+                    _ => {
+                        if track.played.is_empty() {
+                            self.started.push_back((track.turn, plays_at));
+                        }
+                        track.played.push((plays_at, FRAME_SAMPLES_8K as u64));
+                    }
+                }
+            }
             send(Send::Audio {
                 samples: &self.frame,
                 lead,
@@ -172,31 +302,53 @@ impl Playout {
         }
     }
 
-    /// Barge-in: drops everything queued and forgets what the phone had. Returns the turns
-    /// whose audio was cut (they will get no `playedStream`).
-    pub fn clear(&mut self, now: Instant) -> Vec<u64> {
-        let mut cut: Vec<u64> = self.pending.drain(..).map(|p| p.turn).collect();
-        cut.extend(self.turn_ends.drain(..).map(|(_, turn)| turn));
+    /// Barge-in: drops everything queued (closing the open turn) and forgets what the
+    /// phone had. Returns the turns whose audio was cut, with how much of each was heard.
+    pub fn clear(&mut self, now: Instant) -> Vec<Cut> {
+        let cut = self
+            .tracks
+            .drain(..)
+            .map(|track| Cut {
+                turn: track.turn,
+                heard_ms: ms_of(track.heard_at(now)),
+                sent_ms: ms_of(track.sent()),
+            })
+            .collect();
+        self.pending.clear();
+        self.started.clear();
+        self.open = false;
         self.samples.clear();
         self.sent = self.enqueued;
         self.play_end = Some(now);
         cut
     }
 
-    /// `playedStream` for `name`: the turn it confirms, if one was waiting for it.
-    pub fn on_played(&mut self, name: &str) -> Option<u64> {
+    /// Removes a settled turn's track; returns the audio sent of it, ms.
+    fn settle(&mut self, turn: u64) -> u64 {
+        match self.tracks.iter().position(|t| t.turn == turn) {
+            Some(index) => self
+                .tracks
+                .remove(index)
+                .map_or(0, |track| ms_of(track.sent())),
+            None => 0,
+        }
+    }
+
+    /// `playedStream` for `name`: the turn it confirms, if one was waiting for it, and how
+    /// much audio it had (ms).
+    pub fn on_played(&mut self, name: &str) -> Option<(u64, u64)> {
         let turn = turn_of(name)?;
         let index = self.pending.iter().position(|p| p.turn == turn)?;
         self.pending.remove(index);
-        Some(turn)
+        Some((turn, self.settle(turn)))
     }
 
     /// Turns whose ack is overdue at `now`, given that the socket has taken the first
     /// `taken` messages of the outbound queue: a turn whose checkpoint was taken counts as
     /// [`Heard::Timeout`], one whose checkpoint was dropped as [`Heard::Unsent`]; one whose
     /// checkpoint is still queued waits (for the socket, or for [`Playout::end`]). Each turn
-    /// is reported once.
-    pub fn expire(&mut self, now: Instant, taken: u64, mut overdue: impl FnMut(u64, Heard)) {
+    /// is reported once, with the audio it had (ms).
+    pub fn expire(&mut self, now: Instant, taken: u64, mut overdue: impl FnMut(u64, Heard, u64)) {
         while let Some(p) = self.pending.front() {
             if p.due > now {
                 break;
@@ -207,8 +359,10 @@ impl Playout {
                 Some(_) => break,
                 None => Heard::Unsent,
             };
-            overdue(p.turn, heard);
+            let turn = p.turn;
             self.pending.pop_front();
+            let sent_ms = self.settle(turn);
+            overdue(turn, heard, sent_ms);
         }
     }
 
@@ -222,9 +376,10 @@ impl Playout {
                 unsent(p.turn);
             }
         }
-        for (_, turn) in self.turn_ends.drain(..) {
-            unsent(turn);
+        for track in self.tracks.drain(..).filter(|t| !t.checkpointed) {
+            unsent(track.turn);
         }
+        self.open = false;
         self.samples.clear();
     }
 
@@ -275,7 +430,7 @@ mod tests {
 
     fn expired(p: &mut Playout, now: Instant, taken: u64) -> Vec<(u64, Heard)> {
         let mut out = Vec::new();
-        p.expire(now, taken, |turn, heard| out.push((turn, heard)));
+        p.expire(now, taken, |turn, heard, _| out.push((turn, heard)));
         out
     }
 
@@ -304,7 +459,7 @@ mod tests {
         assert_eq!(collect(&mut p, t0), (4, vec![turn]));
         assert_eq!(collect(&mut p, t0 + ms(500)), (0, vec![]));
         assert_eq!(p.awaiting_ack(), 1);
-        assert_eq!(p.on_played(&checkpoint_name(turn)), Some(turn));
+        assert_eq!(p.on_played(&checkpoint_name(turn)), Some((turn, 80)));
         assert_eq!(p.on_played(&checkpoint_name(turn)), None, "acked once");
         assert!(!p.is_speaking(t0 + ms(80)));
     }
@@ -369,7 +524,7 @@ mod tests {
         // A turn still waiting here when the stream ends, and one acked, are told apart.
         let acked = p.enqueue_turn(&[5; 160]);
         collect_queued(&mut p, t0 + ms(1_000), &mut queued, usize::MAX);
-        assert_eq!(p.on_played(&checkpoint_name(acked)), Some(acked));
+        assert_eq!(p.on_played(&checkpoint_name(acked)), Some((acked, 20)));
         let waiting = p.enqueue_turn(&[5; 8_000]);
         collect_queued(&mut p, t0 + ms(1_000), &mut queued, usize::MAX);
         let mut unsent = Vec::new();
@@ -399,12 +554,72 @@ mod tests {
         let second = p.enqueue_turn(&[5; 8_000]);
         collect(&mut p, t0);
         assert!(p.is_speaking(t0));
-        assert_eq!(p.clear(t0 + ms(10)), vec![first, second]);
+        let cut: Vec<u64> = p.clear(t0 + ms(10)).iter().map(|c| c.turn).collect();
+        assert_eq!(cut, vec![first, second]);
         assert!(!p.is_speaking(t0 + ms(10)));
         assert_eq!(collect(&mut p, t0 + ms(40)), (0, vec![]));
         // A new turn after the clear plays from now.
         let third = p.enqueue_turn(&[5; 160]);
         assert_eq!(collect(&mut p, t0 + ms(40)), (1, vec![third]));
+    }
+
+    #[test]
+    fn a_streamed_turn_plays_from_its_first_chunk_and_checkpoints_at_close() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(2_000));
+        let turn = p.open_turn();
+        assert!(p.push(&[7; 400])); // 50 ms: two whole frames go now, the rest waits
+        assert_eq!(collect(&mut p, t0), (2, vec![]));
+        assert_eq!(p.take_started(), Some((turn, t0)));
+        assert_eq!(p.take_started(), None, "reported once");
+        assert!(p.push(&[7; 80])); // completes the third frame
+        assert_eq!(collect(&mut p, t0 + ms(10)), (1, vec![]));
+        assert_eq!(
+            collect(&mut p, t0 + ms(20)),
+            (0, vec![]),
+            "open: no checkpoint yet"
+        );
+        p.close_turn();
+        assert_eq!(collect(&mut p, t0 + ms(20)), (0, vec![turn]));
+        assert!(!p.push(&[7; 160]), "no turn open");
+    }
+
+    #[test]
+    fn a_cut_knows_how_much_of_each_turn_the_phone_played() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(2_000));
+        let first = p.enqueue_turn(&[5; 800]); // 100 ms
+        let second = p.enqueue_turn(&[5; 8_000]); // 1 s
+        collect(&mut p, t0); // 100 ms of the first, 100 ms of the second sent
+        for t in (20..=300).step_by(20) {
+            collect(&mut p, t0 + ms(t));
+        }
+        // At 250 ms the phone played all of the first turn and 150 ms of the second.
+        let cut = p.clear(t0 + ms(250));
+        assert_eq!(
+            cut[0],
+            Cut {
+                turn: first,
+                heard_ms: 100,
+                sent_ms: 100
+            }
+        );
+        assert_eq!(cut[1].turn, second);
+        assert_eq!(cut[1].heard_ms, 150);
+        assert!(cut[1].sent_ms >= 300, "sent up to the lead ahead");
+    }
+
+    #[test]
+    fn a_turn_that_ran_dry_counts_only_what_played() {
+        let t0 = Instant::now();
+        let mut p = Playout::new(ms(200), ms(2_000));
+        let turn = p.open_turn();
+        p.push(&[5; 160]);
+        collect(&mut p, t0); // plays 0..20 ms
+        p.push(&[5; 160]);
+        collect(&mut p, t0 + ms(100)); // the phone ran dry; plays 100..120 ms
+        let cut = p.clear(t0 + ms(110));
+        assert_eq!((cut[0].turn, cut[0].heard_ms), (turn, 30));
     }
 
     #[test]

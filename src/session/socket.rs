@@ -33,12 +33,15 @@ use tracing::{Instrument, debug, info, info_span};
 
 use super::config::SessionConfig;
 use super::conversation::Conversation;
+pub use super::conversation::{ConversationRecords, HangUpCall};
 use super::intake::{Intake, Started};
 use super::journal::Event;
 use super::writer::{self, Outbox};
 use super::{Attachment, Sessions};
+use crate::agent::Agents;
 use crate::audio::frame::FRAME_MS;
 use crate::audio::pipeline::{CallHandle, Pipeline};
+use crate::audio::resample::Rate;
 use crate::ids::CallId;
 use crate::recording::writer::Recorder;
 use crate::telemetry::{self, bad_message};
@@ -121,6 +124,14 @@ pub struct SessionDeps {
     pub on_stream_started: Option<Arc<dyn StreamStarted>>,
     /// Records calls (stereo WAV) whose plan says so; `None` when recording is off.
     pub recorder: Option<Arc<Recorder>>,
+    /// Builds each call's agent.
+    pub agents: Arc<Agents>,
+    /// Hangs a call up through Plivo's REST API when voxgate's side ends it; `None`
+    /// without Plivo credentials (closing the stream then ends the call).
+    pub on_hang_up: Option<Arc<dyn HangUpCall>>,
+    /// Keeps each call's transcript, turns and slots on its record; `None` without a
+    /// control plane.
+    pub records: Option<Arc<dyn ConversationRecords>>,
 }
 
 /// One media socket's session: the transport around the caller's side and the agent's.
@@ -202,6 +213,11 @@ impl Session {
                     Some(Ok(WsMessage::Close)) | Some(Err(_)) | None => return End::because("closed"),
                 },
                 _ = events_ready(self.intake.stream().map(|s| &s.call)) => self.on_events(Instant::now()),
+                command = agent_command(self.conversation.as_mut()) => {
+                    if let (Some(stream), Some(conversation)) = (self.intake.stream(), &mut self.conversation) {
+                        conversation.on_command(command, stream, Instant::now(), &mut self.outbox);
+                    }
+                }
                 // Before `start` nothing ticks: a socket that never starts costs no wake-ups.
                 _ = &mut start_deadline, if !started => {
                     info!(start_timeout = ?self.deps.config.start_timeout, "no valid start: closing the socket");
@@ -209,7 +225,9 @@ impl Session {
                 }
                 _ = tick.tick(), if started => {
                     let now = Instant::now();
-                    self.on_tick(now);
+                    if let Some(ending) = self.on_tick(now) {
+                        return End::because(ending.reason());
+                    }
                     if now.duration_since(self.intake.last_media()) > self.deps.config.idle_timeout {
                         info!(idle = ?self.deps.config.idle_timeout, "no media: closing the stream");
                         return End::because("idle_timeout");
@@ -240,7 +258,11 @@ impl Session {
     /// why, and closes the outbound queue (with the close code owed, if any).
     fn finish(mut self, end: End) {
         if let Some(conversation) = &mut self.conversation {
-            conversation.end(&self.outbox);
+            let now_ms = self
+                .intake
+                .stream()
+                .map_or(0, |stream| stream.clock.now_ms(Instant::now()));
+            conversation.end(&self.outbox, end.reason, now_ms);
         }
         let reason = end.reason;
         self.intake.close();
@@ -276,24 +298,39 @@ impl Session {
                 // simulator's --speed) never overflows its queue between ticks.
                 self.take_caller_audio();
             }
-            Inbound::Start(start) => match self.intake.on_start(&start, &self.attachment) {
-                Started::Stream(format) => {
-                    self.conversation =
-                        Some(Conversation::new(&self.deps, &self.attachment, format));
+            Inbound::Start(start) => {
+                let plan = &self.attachment.plan;
+                let wideband =
+                    self.deps.agents.caller_audio_rate(plan.agent) == Some(Rate::Hz16000);
+                match self.intake.on_start(&start, &self.attachment, wideband) {
+                    Started::Stream(format) => {
+                        let hangover =
+                            Duration::from_millis(u64::from(self.deps.pipeline.vad().hangover_ms));
+                        self.conversation = Some(Conversation::new(
+                            &self.deps,
+                            &self.attachment,
+                            format,
+                            hangover,
+                        ));
+                    }
+                    Started::Dropped => {}
+                    Started::Refused(refused) => {
+                        return ControlFlow::Break(End::because(refused.kind()));
+                    }
                 }
-                Started::Dropped => {}
-                Started::Refused(refused) => {
-                    return ControlFlow::Break(End::because(refused.kind()));
+            }
+            Inbound::PlayedStream(played) => match (self.intake.stream(), &mut self.conversation) {
+                (Some(stream), Some(conversation)) => {
+                    conversation.on_played(&played.name, stream, Instant::now())
                 }
-            },
-            Inbound::PlayedStream(played) => match &mut self.conversation {
-                Some(conversation) => conversation.on_played(&played.name),
-                None => debug!(name = %played.name, "playedStream before start"),
+                _ => debug!(name = %played.name, "playedStream before start"),
             },
             Inbound::ClearedAudio(_) => debug!("Plivo cleared its audio"),
-            Inbound::Dtmf(dtmf) => match &mut self.conversation {
-                Some(conversation) => conversation.on_dtmf(dtmf.dtmf.digit),
-                None => bad_message("dtmf_before_start"),
+            Inbound::Dtmf(dtmf) => match (self.intake.stream(), &mut self.conversation) {
+                (Some(stream), Some(conversation)) => {
+                    conversation.on_dtmf(dtmf.dtmf.digit, stream, Instant::now())
+                }
+                _ => bad_message("dtmf_before_start"),
             },
             Inbound::Stop(stop) => info!(reason = ?stop.reason, "Plivo sent stop"),
             Inbound::Unknown { event } => {
@@ -311,10 +348,13 @@ impl Session {
         }
     }
 
-    fn on_tick(&mut self, now: Instant) {
+    fn on_tick(&mut self, now: Instant) -> Option<super::conversation::Ending> {
         self.take_caller_audio();
-        if let (Some(stream), Some(conversation)) = (self.intake.stream(), &mut self.conversation) {
-            conversation.on_tick(stream, now, &mut self.outbox);
+        match (self.intake.stream(), &mut self.conversation) {
+            (Some(stream), Some(conversation)) => {
+                conversation.on_tick(stream, now, &mut self.outbox)
+            }
+            _ => None,
         }
     }
 
@@ -324,8 +364,21 @@ impl Session {
             return;
         };
         self.intake.drain_caller_audio(|timestamp_ms, samples| {
-            conversation.on_caller_audio(timestamp_ms, samples)
+            conversation.on_caller_audio(timestamp_ms, Rate::Hz8000, samples)
         });
+        if conversation.caller_audio_rate() == Some(Rate::Hz16000) {
+            self.intake.drain_wideband_audio(|timestamp_ms, samples| {
+                conversation.on_caller_audio(timestamp_ms, Rate::Hz16000, samples)
+            });
+        }
+    }
+}
+
+/// The agent's next command (never, before `start` or without an agent).
+async fn agent_command(conversation: Option<&mut Conversation>) -> crate::agent::Command {
+    match conversation {
+        Some(conversation) => conversation.agent_command().await,
+        None => std::future::pending().await,
     }
 }
 

@@ -73,6 +73,9 @@ pub(in crate::session) fn deps(config: SessionConfig) -> SessionDeps {
         config,
         on_stream_started: None,
         recorder: None,
+        agents: Arc::new(crate::agent::Agents::default()),
+        on_hang_up: None,
+        records: None,
     }
 }
 
@@ -332,4 +335,105 @@ async fn the_session_runs_what_the_plan_says() {
             recorded: false,
         }
     );
+}
+
+/// How a test agent misbehaves after saying one second of tone at the start of the call.
+#[derive(Clone, Copy)]
+enum Misbehaviour {
+    /// Stops reading its inbox for good (awaits forever).
+    Stuck,
+    /// Panics on the next input.
+    Panics,
+}
+
+struct BadAgent(Misbehaviour);
+
+#[async_trait::async_trait]
+impl crate::agent::Agent for BadAgent {
+    fn caller_audio_rate(&self) -> Option<Rate> {
+        Some(Rate::Hz8000)
+    }
+
+    async fn run(self: Box<Self>, mut io: crate::agent::AgentIo) {
+        let tone: Arc<[i16]> = vec![3_000i16; 8_000].into();
+        io.say("one second of tone", Rate::Hz8000, tone)
+            .await
+            .unwrap();
+        match self.0 {
+            Misbehaviour::Stuck => std::future::pending::<()>().await,
+            Misbehaviour::Panics => {
+                io.next().await;
+                panic!("the test agent panics");
+            }
+        }
+    }
+}
+
+fn deps_with(agent: Misbehaviour) -> SessionDeps {
+    SessionDeps {
+        agents: Arc::new(crate::agent::Agents::custom(Arc::new(move || {
+            Box::new(BadAgent(agent))
+        }))),
+        ..deps(SessionConfig {
+            checkpoint_timeout: Duration::from_millis(300),
+            ..SessionConfig::default()
+        })
+    }
+}
+
+fn play_audio_count(seen: &Mutex<Vec<WsOut>>) -> usize {
+    seen.lock()
+        .unwrap()
+        .iter()
+        .filter(|m| matches!(m, WsOut::Text(t) if t.contains("\"playAudio\"")))
+        .count()
+}
+
+/// A failing agent costs the caller a fallback line and a clean hang-up, never the media:
+/// its turn still plays in full and paced, the caller's speech is still heard by the VAD,
+/// and the stream ends `agent_failed` after the fallback line.
+async fn a_failing_agent_gets_a_fallback_line_and_a_hang_up(how: Misbehaviour) {
+    let deps = deps_with(how);
+    let attachment = deps.sessions.attach(&id("failing")).unwrap();
+    let journal = Arc::clone(&attachment.journal);
+    let incoming = stream::iter(caller_messages()).chain(stream::pending());
+    let (sink, seen) = recording_peer();
+    let started = Instant::now();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        run(incoming, sink, attachment, deps),
+    )
+    .await
+    .expect("the session ended by itself");
+    assert_eq!(
+        ended(&journal),
+        Event::StreamEnded {
+            reason: "agent_failed"
+        }
+    );
+    // One second of tone (50 frames) plus the fallback line (0.5 s: 25 frames).
+    assert_eq!(play_audio_count(&seen), 75);
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::SpeechEnded { .. }))
+            .is_some(),
+        "the caller's utterance went through the pipeline"
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::HangUp { by: "voxgate", .. }))
+            .is_some()
+    );
+    // Paced: 1.5 s of audio cannot all have been sent in less than 1.3 s.
+    assert!(started.elapsed() >= Duration::from_millis(1_300));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stuck_agent_gets_a_fallback_line_and_a_hang_up() {
+    a_failing_agent_gets_a_fallback_line_and_a_hang_up(Misbehaviour::Stuck).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_agent_gets_a_fallback_line_and_a_hang_up() {
+    a_failing_agent_gets_a_fallback_line_and_a_hang_up(Misbehaviour::Panics).await;
 }

@@ -112,9 +112,12 @@ fn echo_round_trip(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let env = [("VOXGATE_MAX_CALLS".to_owned(), "10".to_owned())]
-        .into_iter()
-        .collect();
+    let env = [
+        ("VOXGATE_MAX_CALLS".to_owned(), "10".to_owned()),
+        ("VOXGATE_AGENT".to_owned(), "echo".to_owned()),
+    ]
+    .into_iter()
+    .collect();
     let mut config = Config::load(None, &env, CliOverrides::default()).unwrap();
     // VOXGATE_BENCH_RECORDING=off measures the same path without recording (before/after).
     config.recording.enabled = std::env::var("VOXGATE_BENCH_RECORDING").as_deref() != Ok("off");

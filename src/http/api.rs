@@ -10,6 +10,7 @@
 //! (`GET /openapi.json`, see [`super::openapi`]); the bodies are typed so the document and
 //! the wire cannot drift apart.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use axum::extract::rejection::{JsonRejection, PathRejection};
@@ -26,6 +27,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use crate::agent::AgentKind;
+use crate::transcript::{HungUpBy, TranscriptEntry, TurnLatency};
 use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::{ControlPlane, HangupError, NewCall, PlaceError};
 use crate::control::store::{CallFilter, Page, SinkKind, StoreError};
@@ -227,7 +229,21 @@ pub struct CallView {
     duration: Option<u64>,
     hangup_cause: Option<String>,
     recording_url: Option<String>,
-    transcript: Option<String>,
+    /// Every turn of the conversation in order: `speaker` (`agent`/`caller`), `turn`,
+    /// `text`, `heard_text` (the agent's text the caller heard), `start_ms`/`end_ms` on
+    /// the media clock, `interrupted`.
+    #[schema(value_type = Vec<Object>)]
+    transcript: Vec<TranscriptEntry>,
+    /// Each agent turn's latency split, ms after the caller's speech ended: `end_of_turn_ms`,
+    /// `stt_final_ms`, `decided_ms`, `first_tts_audio_ms`, `first_play_audio_ms`,
+    /// `first_heard_ms`, `played_stream_ms`, `gateway_ms` (null when a stage did not happen).
+    #[schema(value_type = Vec<Object>)]
+    turns: Vec<TurnLatency>,
+    /// What the agent collected (name, city, ...).
+    slots: BTreeMap<String, String>,
+    /// Who ended the call: `agent`, `caller` or `voxgate` (null while it is live).
+    #[schema(value_type = Option<String>)]
+    hung_up_by: Option<HungUpBy>,
 }
 
 impl From<CallRecord> for CallView {
@@ -252,7 +268,10 @@ impl From<CallRecord> for CallView {
             duration: call.duration_secs,
             hangup_cause: call.hangup_cause,
             recording_url: call.recording_url,
-            transcript: call.transcript,
+            transcript: call.conversation.transcript,
+            turns: call.conversation.turns,
+            slots: call.conversation.slots,
+            hung_up_by: call.conversation.hung_up_by,
         }
     }
 }

@@ -55,6 +55,9 @@ impl TestServer {
             );
             env.insert("VOXGATE_REDIS_PREFIX".into(), name);
         }
+        // The tests of the media path measure the echo agent; a test of flows says so.
+        env.entry("VOXGATE_AGENT".into())
+            .or_insert_with(|| "echo".into());
         let mut config = Config::load(file, &env, CliOverrides::default()).expect("test config");
         if !env.contains_key("VOXGATE_DATA_DIR") && !env.contains_key("VOXGATE_RECORDING_DIR") {
             // Recordings of tests that do not look at them go to a scratch folder.

@@ -118,6 +118,17 @@ pub fn install() -> PrometheusHandle {
                         3600.0, 21600.0, 86400.0,
                     ],
                 )
+                // A turn's stages: the gateway's own share is milliseconds, a whole turn
+                // seconds.
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full(TURN_STAGE.into()),
+                        &[
+                            0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0, 5.0,
+                            10.0,
+                        ],
+                    )
+                })
                 .and_then(|builder| {
                     builder.set_buckets_for_metric(
                         Matcher::Suffix("seconds".into()),

@@ -14,6 +14,7 @@
 //! | [`telemetry`] | every metric name and the Prometheus recorder |
 //! | [`audio`] | G.711, frames, resampling, VAD, the DSP worker pipeline: synchronous, no tokio |
 //! | [`telephony`] | Plivo: answer XML, typed callbacks, signatures, WebSocket messages, REST |
+//! | [`providers`] | speech and LLM adapters, each behind a small API (offline: espeak-ng) |
 //! | [`agent`] | what answers the caller (today `echo`) |
 //! | [`recording`] | the in-call WAV writer, then encode, upload, retention |
 //! | [`session`] | one live call: transport, media intake, conversation, playout, media clock, the call registry |
@@ -23,7 +24,7 @@
 //! | [`config`] | assembles file + environment + flags into each module's own section |
 //! | [`server`] | the composition root: builds everything, owns start-up and shutdown, bounds connections |
 
-#![forbid(unsafe_code)]
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod audio;
@@ -32,6 +33,7 @@ pub mod control;
 pub mod http;
 pub mod ids;
 pub mod logs;
+pub mod providers;
 pub mod recording;
 pub mod retry;
 pub mod server;

@@ -51,7 +51,7 @@ fn rms(samples: &[i16]) -> f64 {
 fn median_pitch_hz(samples: &[i16]) -> f64 {
     let x: Vec<f64> = samples.iter().map(|&s| f64::from(s)).collect();
     let frame = 882;
-    let loudest = x.chunks(frame).map(|f| rms_f(f)).fold(0.0, f64::max);
+    let loudest = x.chunks(frame).map(rms_f).fold(0.0, f64::max);
     let mut pitches: Vec<f64> = x
         .chunks_exact(frame)
         .filter(|f| rms_f(f) > loudest / 3.0)

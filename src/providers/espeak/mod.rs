@@ -1,13 +1,13 @@
 //! Offline text-to-speech with espeak-ng, through its C library, in this process.
 //!
-//! [`Espeak::start`] starts the one synthesis thread ([`worker`]) that owns the library;
+//! [`Espeak::start`] starts the one synthesis thread (`worker.rs`) that owns the library;
 //! [`Espeak::speak`] queues an utterance without ever blocking and returns a [`Speech`],
 //! whose chunks of 22.05 kHz audio arrive while the library is still speaking, each with
 //! the words it starts. Never a process per utterance: the library stays loaded.
 //!
 //! Contracts:
 //! - **Serial synthesis.** espeak-ng keeps global state and is not reentrant; every call
-//!   into it is made by the synthesis thread under one process-wide lock ([`ffi`]).
+//!   into it is made by the synthesis thread under one process-wide lock (`ffi.rs`).
 //! - **Bounded queue, no waiting.** [`Espeak::speak`] `try`-pushes into a queue of
 //!   `espeak.queue` utterances and answers [`TtsError::Busy`] when it is full.
 //! - **Cancellation.** Dropping a [`Speech`] cancels its utterance: skipped if still
@@ -18,7 +18,7 @@
 //!   with [`TtsError::Failed`]. A reader that plays in real time should move chunks into
 //!   its own buffer rather than read them only as it plays.
 //! - **Cache.** A finished utterance is kept by voice, rate, pitch and text in a cache of
-//!   `espeak.cache_bytes` ([`cache`]); saying it again streams the kept audio at once, as a
+//!   `espeak.cache_bytes` (`cache.rs`); saying it again streams the kept audio at once, as a
 //!   single chunk, with no synthesis and no queue.
 //! - **Bad input** (text over [`MAX_TEXT_BYTES`] or with a NUL byte, a malformed voice
 //!   name, a rate or pitch out of range) is refused by `speak` with [`TtsError::Failed`];

@@ -9,6 +9,8 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 # audiopus links the system libopus (Ogg Opus recordings).
 pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
+# providers::espeak links libespeak-ng (offline speech, in process) and reads its voices.
+pkg-config --exists espeak-ng 2>/dev/null || need_apt+=(libespeak-ng-dev espeak-ng-data)
 if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
@@ -18,6 +20,8 @@ if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
   # tests/recording.rs checks recordings with an independent reader (soxi).
   command -v soxi >/dev/null 2>&1 || need_apt+=(sox)
+  # Audio fixtures are spoken by the espeak-ng command.
+  command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -15,6 +15,7 @@
 //! | [`transcript`] | what was said and each turn's latency: shapes the session writes and the call record keeps |
 //! | [`audio`] | G.711, frames, resampling, VAD, the DSP worker pipeline: synchronous, no tokio |
 //! | [`telephony`] | Plivo: answer XML, typed callbacks, signatures, WebSocket messages, REST |
+//! | [`providers`] | speech and LLM adapters, each behind a small API (offline: espeak-ng, pocketsphinx) |
 //! | [`agent`] | what answers the caller, each call's in its own task: the seam, turn-taking, echo, flows |
 //! | [`recording`] | the in-call WAV writer, then encode, upload, retention |
 //! | [`session`] | one live call: transport, media intake, conversation, playout, media clock, the call registry |
@@ -35,6 +36,7 @@ pub mod control;
 pub mod http;
 pub mod ids;
 pub mod logs;
+pub mod providers;
 pub mod recording;
 pub mod retry;
 pub mod server;

@@ -103,6 +103,21 @@ pub const TURN_STAGE: &str = "voxgate_turn_stage_seconds";
 /// Calls ended by voxgate's side, by `by` (`agent`, `voxgate`).
 pub const HANGUPS: &str = "voxgate_hangups_total";
 
+// Offline speech (`providers::espeak`).
+/// Utterances espeak-ng synthesised to the end (cache hits not counted).
+pub const ESPEAK_UTTERANCES: &str = "voxgate_espeak_utterances_total";
+/// Rendered-prompt cache lookups, by `outcome` (`hit`, `miss`).
+pub const ESPEAK_CACHE: &str = "voxgate_espeak_cache_total";
+/// Utterances refused because the synthesis queue was full.
+pub const ESPEAK_BUSY: &str = "voxgate_espeak_busy_total";
+/// Utterances whose reader dropped them before they were finished.
+pub const ESPEAK_CANCELLED: &str = "voxgate_espeak_cancelled_total";
+/// Utterances that failed, by `reason` (`failed`: bad input, unknown voice, a reader that
+/// fell behind; `unavailable`: the library could not start; `busy`, `closed`).
+pub const ESPEAK_ERRORS: &str = "voxgate_espeak_errors_total";
+/// `speak` → first chunk of a synthesised utterance (queue wait included), seconds.
+pub const ESPEAK_FIRST_CHUNK: &str = "voxgate_espeak_first_chunk_seconds";
+
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder once per process and returns its handle.
@@ -247,6 +262,21 @@ fn describe() {
     describe_counter!(
         RECORDINGS_SWEPT,
         "Local recordings handled by the retention sweep, by outcome."
+    );
+    describe_counter!(
+        ESPEAK_UTTERANCES,
+        "Utterances espeak-ng synthesised to the end."
+    );
+    describe_counter!(ESPEAK_CACHE, "Rendered-prompt cache lookups, by outcome.");
+    describe_counter!(ESPEAK_BUSY, "Utterances refused: synthesis queue full.");
+    describe_counter!(
+        ESPEAK_CANCELLED,
+        "Utterances dropped by their reader before the end."
+    );
+    describe_counter!(ESPEAK_ERRORS, "Utterances that failed, by reason.");
+    describe_histogram!(
+        ESPEAK_FIRST_CHUNK,
+        "speak to the first chunk of a synthesised utterance."
     );
 }
 

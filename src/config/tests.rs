@@ -403,3 +403,61 @@ fn an_unknown_agent_fails_naming_the_key_and_the_known_agents() {
     .unwrap_err();
     assert!(err.to_string().contains("unknown field"), "{err}");
 }
+
+#[test]
+fn espeak_settings_come_from_file_or_environment_and_are_checked() {
+    let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+    assert_eq!(
+        (
+            config.espeak.voice.as_str(),
+            config.espeak.rate_wpm,
+            config.espeak.pitch
+        ),
+        ("en-us", 175, 50)
+    );
+    let config = Config::load(
+        Some("[espeak]\nvoice = \"en-gb\"\nrate_wpm = 200\ncache_bytes = 0\n"),
+        &env(&[
+            ("VOXGATE_ESPEAK_VOICE", "en-us+f3"),
+            ("VOXGATE_ESPEAK_PITCH", "60"),
+        ]),
+        CliOverrides::default(),
+    )
+    .unwrap();
+    assert_eq!(
+        (
+            config.espeak.voice.as_str(),
+            config.espeak.rate_wpm,
+            config.espeak.pitch,
+            config.espeak.cache_bytes
+        ),
+        ("en-us+f3", 200, 60, 0),
+        "the environment beats the file, which beats the defaults"
+    );
+    for (file, vars, key) in [
+        ("[espeak]\nrate_wpm = 20\n", vec![], "espeak.rate_wpm"),
+        ("", vec![("VOXGATE_ESPEAK_RATE", "9000")], "espeak.rate_wpm"),
+        ("", vec![("VOXGATE_ESPEAK_PITCH", "101")], "espeak.pitch"),
+        (
+            "",
+            vec![("VOXGATE_ESPEAK_PITCH", "loud")],
+            "VOXGATE_ESPEAK_PITCH",
+        ),
+        ("", vec![("VOXGATE_ESPEAK_VOICE", "../en")], "espeak.voice"),
+        ("[espeak]\nqueue = 0\n", vec![], "espeak.queue"),
+    ] {
+        match Config::load(Some(file), &env(&vars), CliOverrides::default()) {
+            Err(ConfigError::Invalid { key: k, .. }) => assert_eq!(k, key, "{file:?} {vars:?}"),
+            other => panic!("{file:?} {vars:?}: expected an error naming {key}, got {other:?}"),
+        }
+    }
+    assert!(
+        Config::load(
+            Some("[espeak]\nspeed = 3\n"),
+            &env(&[]),
+            CliOverrides::default()
+        )
+        .is_err(),
+        "unknown keys are refused"
+    );
+}

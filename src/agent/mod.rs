@@ -7,6 +7,7 @@
 
 pub mod config;
 pub mod echo;
+pub mod flow;
 pub mod turn;
 
 use std::str::FromStr;

@@ -74,6 +74,7 @@ pub(super) const VARS: &[(&str, &str)] = &[
         "recording.public_base_url",
     ),
     ("VOXGATE_AGENT", "agent.default"),
+    ("VOXGATE_FLOWS_DIR", "agent.flows_dir"),
     ("VOXGATE_HTTP_HEADER_TIMEOUT_MS", "http.header_timeout_ms"),
     ("VOXGATE_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
     ("VOXGATE_HTTP_MAX_CONNECTIONS", "http.max_connections"),

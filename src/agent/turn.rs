@@ -336,6 +336,16 @@ impl TurnTaking {
             self.word_heard = true;
             if let Some(decision) = self.check_barge_in(now_ms) {
                 self.take_text(text, is_final);
+                let ended = self.speech.and_then(|s| s.end_ms);
+                let ends_turn = match self.config.end_of_turn {
+                    EndOfTurn::SttFinal => true,
+                    EndOfTurn::Both => ended.is_some(),
+                    EndOfTurn::Vad => false,
+                };
+                if is_final && ends_turn {
+                    // The final that cut the agent off also ends the turn: the next poll says so.
+                    self.awaiting_final = Some((ended.unwrap_or(now_ms), now_ms));
+                }
                 return Some(decision);
             }
         }
@@ -431,14 +441,23 @@ impl TurnTaking {
             return None;
         }
         self.barged_this_turn = true;
-        let onset_ms = match self.speech.as_mut() {
-            Some(speech) => {
-                speech.barged = true;
-                speech.onset_ms
-            }
-            None => now_ms,
+        let Some(speech) = self.speech.as_mut() else {
+            return Some(Decision::BargeIn { onset_ms: now_ms });
         };
-        Some(Decision::BargeIn { onset_ms })
+        speech.barged = true;
+        if let Some(end) = speech.end_ms {
+            // A late word cut the agent off after the speech ended (and was set aside as
+            // said over the agent): it is the caller's turn after all, and its end is known.
+            speech.ignored = false;
+            self.awaiting_final = match self.config.end_of_turn {
+                EndOfTurn::Vad => Some((end, now_ms)),
+                EndOfTurn::Both => Some((end, now_ms.saturating_add(self.config.stt_grace_ms))),
+                EndOfTurn::SttFinal => None,
+            };
+        }
+        Some(Decision::BargeIn {
+            onset_ms: speech.onset_ms,
+        })
     }
 
     fn take_text(&mut self, text: &str, is_final: bool) {

@@ -367,3 +367,57 @@ fn heard_text_in_proportion_cuts_at_a_word_boundary() {
     assert_eq!(heard_text(text, None, 2_000, 2_000), text);
     assert_eq!(heard_text(text, None, 10, 0), text);
 }
+
+#[test]
+fn a_final_that_cuts_the_agent_off_also_ends_the_turn_under_stt_final() {
+    let mut turn = policy(Interruption::Stt, EndOfTurn::SttFinal);
+    turn.set_agent_audible(true, 0);
+    assert_eq!(
+        turn.transcript("stop", true, 1_000),
+        Some(Decision::BargeIn { onset_ms: 1_000 })
+    );
+    assert_eq!(turn.next_deadline(), Some(1_000));
+    assert_eq!(
+        turn.poll(1_020),
+        Some(Decision::EndOfTurn {
+            speech_end_ms: 1_000,
+            text: Some("stop".into())
+        })
+    );
+    assert_eq!(turn.poll(1_040), None);
+}
+
+#[test]
+fn a_late_word_after_the_speech_ended_cuts_in_and_makes_the_turn() {
+    let mut turn = policy(Interruption::Both, EndOfTurn::Vad);
+    turn.set_agent_audible(true, 0);
+    turn.speech_started(1_000, 1_060);
+    assert_eq!(turn.speech_ended(1_300, 1_300), None);
+    assert_eq!(
+        turn.transcript("wait", false, 1_450),
+        Some(Decision::BargeIn { onset_ms: 1_000 })
+    );
+    turn.set_agent_audible(false, 1_460);
+    assert_eq!(
+        turn.poll(1_460),
+        Some(Decision::EndOfTurn {
+            speech_end_ms: 1_300,
+            text: None
+        })
+    );
+    // Under Both, the final is awaited and carried.
+    let mut turn = policy(Interruption::Stt, EndOfTurn::Both);
+    turn.set_agent_audible(true, 0);
+    turn.speech_started(1_000, 1_060);
+    turn.speech_ended(1_300, 1_300);
+    assert!(turn.transcript("wait", false, 1_450).is_some());
+    turn.set_agent_audible(false, 1_460);
+    assert_eq!(turn.poll(1_480), None);
+    assert_eq!(
+        turn.transcript("wait a second", true, 1_600),
+        Some(Decision::EndOfTurn {
+            speech_end_ms: 1_300,
+            text: Some("wait a second".into())
+        })
+    );
+}

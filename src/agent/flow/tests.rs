@@ -463,3 +463,40 @@ fn a_flows_dir_adds_flows_and_refuses_duplicates_and_bad_files() {
     let err = Flows::load(Some(&dir)).unwrap_err();
     assert!(matches!(err, FlowError::Unreadable { .. }), "{err}");
 }
+
+#[test]
+fn any_order_of_events_ends_the_call_by_max_call_secs() {
+    // A fixed pseudo-random walk through every input, for both shipped flows.
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/flows");
+    let flows = Flows::load(Some(&dir)).unwrap();
+    for name in ["demo", "appointment"] {
+        for seed in 1..=50u64 {
+            let flow = flows.get(name).unwrap();
+            let max_ms = flow.max_call_secs() * 1_000;
+            let (mut run, _) = FlowRun::start(flow, facts(), 0);
+            let mut state = seed;
+            let mut now = 0;
+            while !run.is_done() {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                now += (state >> 33) % 3_000;
+                let said = ["yes", "no", "paris", "um", "after lunch", "haircut", "Ada"];
+                let _actions = match (state >> 20) % 6 {
+                    0 => run.prompt_finished(now),
+                    1 => run.dtmf(char::from(b'0' + ((state >> 8) % 4) as u8), now),
+                    2 => run.words(said[((state >> 8) % 7) as usize], now),
+                    3 => {
+                        run.caller_spoke(now);
+                        Vec::new()
+                    }
+                    _ => run.tick(now),
+                };
+                assert!(
+                    now <= max_ms + 60_000,
+                    "{name} seed {seed}: still running at {now} ms"
+                );
+            }
+        }
+    }
+}

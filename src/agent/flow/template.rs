@@ -69,7 +69,7 @@ pub fn check(source: &str) -> Result<(), String> {
     render(source, &data).map(|_| ())
 }
 
-/// `source` rendered with `data`, trimmed and at most [`MAX_RENDERED_BYTES`] long.
+/// `source` rendered with `data`, trimmed and at most `MAX_RENDERED_BYTES` (4 KiB) long.
 pub fn render(source: &str, data: &TemplateData<'_>) -> Result<String, String> {
     let rendered = ENV
         .render_str(source, Value::from_serialize(data))

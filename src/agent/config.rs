@@ -1,7 +1,10 @@
-//! The `[agent]` configuration section: which agent answers calls that choose none.
+//! The `[agent]` configuration section: which agent answers calls that choose none, and
+//! where scripted flows are loaded from.
 //!
 //! Names are [`AgentKind`]'s own ([`AgentKind::as_str`]), so the file, the environment and
 //! a call's `agent` on `POST /v1/calls` all parse the same way.
+
+use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,13 +17,17 @@ use crate::setting::{InvalidSetting, invalid};
 pub struct RawAgent {
     /// The agent for calls that name none (default `echo`).
     pub default: Option<String>,
+    /// A folder of flow files (`*.toml`), loaded beside the shipped `demo` flow.
+    pub flows_dir: Option<PathBuf>,
 }
 
 /// Agent settings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AgentConfig {
     /// The agent for calls that name none.
     pub default: AgentKind,
+    /// A folder of flow files; `None` offers only the shipped `demo` flow.
+    pub flows_dir: Option<PathBuf>,
 }
 
 impl RawAgent {
@@ -32,7 +39,11 @@ impl RawAgent {
                 .parse()
                 .map_err(|e: super::UnknownAgent| invalid("agent.default", e.to_string()))?,
         };
-        Ok(AgentConfig { default })
+        let flows_dir = match self.flows_dir {
+            Some(dir) if dir.as_os_str().is_empty() => None,
+            dir => dir,
+        };
+        Ok(AgentConfig { default, flows_dir })
     }
 }
 
@@ -40,9 +51,10 @@ impl RawAgent {
 impl From<&AgentConfig> for RawAgent {
     fn from(config: &AgentConfig) -> Self {
         // Destructured so a new setting cannot be left out of the printed configuration.
-        let AgentConfig { default } = *config;
+        let AgentConfig { default, flows_dir } = config;
         Self {
             default: Some(default.as_str().to_owned()),
+            flows_dir: flows_dir.clone(),
         }
     }
 }
@@ -55,8 +67,11 @@ mod tests {
     fn names_parse_back_to_their_agent() {
         for kind in AgentKind::ALL {
             assert_eq!(kind.as_str().parse::<AgentKind>(), Ok(kind));
-            let raw = RawAgent::from(&AgentConfig { default: kind });
-            assert_eq!(raw.validate(), Ok(AgentConfig { default: kind }));
+            let config = AgentConfig {
+                default: kind,
+                flows_dir: Some("/etc/voxgate/flows".into()),
+            };
+            assert_eq!(RawAgent::from(&config).validate(), Ok(config));
         }
         assert_eq!(" Echo ".parse::<AgentKind>(), Ok(AgentKind::Echo));
     }
@@ -65,6 +80,7 @@ mod tests {
     fn an_unknown_agent_names_the_key_and_the_known_agents() {
         let err = RawAgent {
             default: Some("parrot".into()),
+            flows_dir: None,
         }
         .validate()
         .unwrap_err();

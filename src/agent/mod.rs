@@ -12,6 +12,7 @@
 pub mod config;
 pub mod echo;
 pub mod seam;
+pub mod flow;
 pub mod turn;
 
 use std::str::FromStr;

@@ -77,6 +77,7 @@ pub(super) const VARS: &[(&str, &str)] = &[
     ("VOXGATE_ESPEAK_VOICE", "espeak.voice"),
     ("VOXGATE_ESPEAK_RATE", "espeak.rate_wpm"),
     ("VOXGATE_ESPEAK_PITCH", "espeak.pitch"),
+    ("VOXGATE_FLOWS_DIR", "agent.flows_dir"),
     ("VOXGATE_HTTP_HEADER_TIMEOUT_MS", "http.header_timeout_ms"),
     ("VOXGATE_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
     ("VOXGATE_HTTP_MAX_CONNECTIONS", "http.max_connections"),

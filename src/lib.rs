@@ -15,6 +15,7 @@
 //! | [`audio`] | G.711, frames, resampling, VAD, the DSP worker pipeline: synchronous, no tokio |
 //! | [`telephony`] | Plivo: answer XML, typed callbacks, signatures, WebSocket messages, REST |
 //! | [`agent`] | what answers the caller (today `echo`) |
+//! | [`providers`] | speech and language engines, each behind a small API (offline STT: pocketsphinx) |
 //! | [`recording`] | the in-call WAV writer, then encode, upload, retention |
 //! | [`session`] | one live call: transport, media intake, conversation, playout, media clock, the call registry |
 //! | [`control`] | the call state machine, outbox, sinks, reconcile |
@@ -23,7 +24,9 @@
 //! | [`config`] | assembles file + environment + flags into each module's own section |
 //! | [`server`] | the composition root: builds everything, owns start-up and shutdown, bounds connections |
 
-#![forbid(unsafe_code)]
+// `deny`, not `forbid`: FFI modules (providers::pocketsphinx::ffi) allow it locally,
+// each `unsafe` block with a SAFETY comment.
+#![deny(unsafe_code)]
 
 pub mod agent;
 pub mod audio;
@@ -32,6 +35,7 @@ pub mod control;
 pub mod http;
 pub mod ids;
 pub mod logs;
+pub mod providers;
 pub mod recording;
 pub mod retry;
 pub mod server;

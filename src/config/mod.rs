@@ -4,7 +4,8 @@
 //! it: `[audio]` in [`crate::audio::config`], `[plivo]` in
 //! [`crate::telephony::plivo::config`], `[session]` in [`crate::session::config`],
 //! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`],
-//! `[agent]` in [`crate::agent::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
+//! `[agent]` in [`crate::agent::config`], `[pocketsphinx]` in
+//! [`crate::providers::pocketsphinx::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
 //! top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
@@ -31,6 +32,7 @@ use crate::agent::config::{AgentConfig, RawAgent};
 use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
+use crate::providers::pocketsphinx::config::{PocketsphinxConfig, RawPocketsphinx};
 use crate::recording::config::{RawRecording, RecordingConfig};
 use crate::server::config::{HttpConfig, RawHttp};
 use crate::session::config::{RawSession, SessionConfig};
@@ -86,6 +88,8 @@ struct RawConfig {
     #[serde(default)]
     agent: RawAgent,
     #[serde(default)]
+    pocketsphinx: RawPocketsphinx,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -123,6 +127,8 @@ pub struct Config {
     pub recording: RecordingConfig,
     /// Which agent answers calls.
     pub agent: AgentConfig,
+    /// Offline speech recognition.
+    pub pocketsphinx: PocketsphinxConfig,
     /// The bounds of every HTTP connection.
     pub http: HttpConfig,
 }
@@ -158,6 +164,7 @@ impl Config {
             control,
             recording,
             agent,
+            pocketsphinx,
             http,
         } = self;
         let raw = RawConfig {
@@ -170,6 +177,7 @@ impl Config {
             control: control.into(),
             recording: recording.into(),
             agent: agent.into(),
+            pocketsphinx: pocketsphinx.into(),
             http: http.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -215,6 +223,7 @@ impl RawConfig {
             control: self.control.validate()?,
             recording: self.recording.validate(&data_dir)?,
             agent: self.agent.validate()?,
+            pocketsphinx: self.pocketsphinx.validate()?,
             http: self.http.validate()?,
             data_dir,
         })

@@ -77,7 +77,10 @@ pub(super) const VARS: &[(&str, &str)] = &[
     ("VOXGATE_POCKETSPHINX_ENABLED", "pocketsphinx.enabled"),
     ("VOXGATE_POCKETSPHINX_MODEL_DIR", "pocketsphinx.model_dir"),
     ("VOXGATE_POCKETSPHINX_WORKERS", "pocketsphinx.workers"),
-    ("VOXGATE_POCKETSPHINX_MAX_STREAMS", "pocketsphinx.max_streams"),
+    (
+        "VOXGATE_POCKETSPHINX_MAX_STREAMS",
+        "pocketsphinx.max_streams",
+    ),
     ("VOXGATE_HTTP_HEADER_TIMEOUT_MS", "http.header_timeout_ms"),
     ("VOXGATE_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
     ("VOXGATE_HTTP_MAX_CONNECTIONS", "http.max_connections"),

@@ -11,8 +11,10 @@ use crate::setting::{InvalidSetting, invalid};
 
 /// Where Debian's `pocketsphinx-en-us` puts the model.
 pub const DEFAULT_MODEL_DIR: &str = "/usr/share/pocketsphinx/model/en-us";
-/// Streams two cores carry at real time with room to spare (README, "Offline speech").
-pub const DEFAULT_MAX_STREAMS: usize = 16;
+/// Streams one worker carries at real time with room to spare: a decoder costs 1.5 % of a
+/// core on continuous speech (benches/stt.rs), so one core would carry about 65; half that
+/// leaves the core for bursts and the rest of the gateway (README, "Offline speech").
+pub const DEFAULT_MAX_STREAMS: usize = 32;
 /// More workers than this gains nothing on any machine voxgate targets.
 const MAX_WORKERS: usize = 64;
 /// Each stream holds a loaded decoder (memory measured in the README).
@@ -28,7 +30,7 @@ pub struct RawPocketsphinx {
     pub model_dir: Option<PathBuf>,
     /// Decoding threads (default 1).
     pub workers: Option<usize>,
-    /// Streams recognising at once; more are refused (default 16).
+    /// Streams recognising at once; more are refused (default 32).
     pub max_streams: Option<usize>,
 }
 
@@ -130,10 +132,19 @@ mod tests {
             max_streams: Some(max_streams),
             ..RawPocketsphinx::default()
         };
-        assert_eq!(raw(0, 4).validate().unwrap_err().key, "pocketsphinx.workers");
-        assert_eq!(raw(1, 0).validate().unwrap_err().key, "pocketsphinx.max_streams");
+        assert_eq!(
+            raw(0, 4).validate().unwrap_err().key,
+            "pocketsphinx.workers"
+        );
+        assert_eq!(
+            raw(1, 0).validate().unwrap_err().key,
+            "pocketsphinx.max_streams"
+        );
         let err = raw(4, 2).validate().unwrap_err();
         assert_eq!(err.key, "pocketsphinx.max_streams");
-        assert!(err.reason.contains("fewer than pocketsphinx.workers"), "{err}");
+        assert!(
+            err.reason.contains("fewer than pocketsphinx.workers"),
+            "{err}"
+        );
     }
 }

@@ -11,34 +11,36 @@
 //! utterance, which measured far better on short answers than keyword spotting. Words the
 //! dictionary lacks are left out, so a grammar always loads.
 //!
-//! A decoder is loaded once (about 0.1 s, the acoustic model and the 134 k-word dictionary)
-//! and reused for call after call; it must never be loaded per call, nor used from two
-//! threads. [`Decoder::process`] never allocates once the frame buffer exists; finals
+//! A decoder is loaded once (about 0.02 s and 5 MB: the acoustic model, with an empty
+//! dictionary that [`Decoder::expect`] fills from the shared [`Lexicon`]) and reused for
+//! call after call; it must never be loaded per call, nor used from two threads. [`Decoder::process`] never allocates once the frame buffer exists; finals
 //! allocate their text.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use super::ffi::RawDecoder;
+use super::lexicon::Lexicon;
 
 /// Caller frames are 20 ms at 8 kHz.
 pub const FRAME_SAMPLES: usize = 160;
 /// pocketsphinx counts 100 frames a second.
 const MS_PER_FRAME: u64 = 10;
-/// Speech the VAD keeps before the point it declares speech (`-vad_prespeech`, frames).
-const PRESPEECH_FRAMES: u64 = 20;
 
 /// What one utterance decoded to: its words, and where each lies in the utterance.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decoded {
     /// The words, space-separated.
     pub text: String,
-    /// Each word and its first and last millisecond from the utterance's first kept frame.
+    /// Each word and its first and last millisecond from the utterance's first kept frame
+    /// (see [`Decoder::kept_ms`]).
     pub words: Vec<(String, u64, u64)>,
 }
 
 /// A loaded decoder.
 pub struct Decoder {
     raw: RawDecoder,
+    lexicon: Arc<Lexicon>,
     /// The widened frame, reused.
     wide: Vec<i16>,
     /// Which of the two search names holds the current grammar.
@@ -52,12 +54,20 @@ pub struct Decoder {
 pub struct LoadError(pub String);
 
 impl Decoder {
-    /// Loads the en-us model from `model_dir` (the folder holding `en-us/` and
-    /// `cmudict-en-us.dict`).
-    pub fn load(model_dir: &Path) -> Result<Self, LoadError> {
+    /// The dictionary file in a model folder.
+    pub fn dictionary(model_dir: &Path) -> std::path::PathBuf {
+        model_dir.join("cmudict-en-us.dict")
+    }
+
+    /// Loads the en-us acoustic model from `model_dir` (the folder holding `en-us/` and
+    /// `cmudict-en-us.dict`); words come from `lexicon`.
+    pub fn load(model_dir: &Path, lexicon: Arc<Lexicon>) -> Result<Self, LoadError> {
         let hmm = model_dir.join("en-us");
-        let dict = model_dir.join("cmudict-en-us.dict");
-        for needed in [hmm.join("mdef"), hmm.join("feat.params"), dict.clone()] {
+        for needed in [
+            hmm.join("mdef"),
+            hmm.join("feat.params"),
+            Self::dictionary(model_dir),
+        ] {
             if !needed.is_file() {
                 return Err(LoadError(format!(
                     "pocketsphinx model missing {} (is pocketsphinx-en-us installed, and \
@@ -66,20 +76,22 @@ impl Decoder {
                 )));
             }
         }
-        let (Some(hmm_text), Some(dict_text)) = (hmm.to_str(), dict.to_str()) else {
+        let Some(hmm_text) = hmm.to_str() else {
             return Err(LoadError(format!(
                 "pocketsphinx model_dir {} is not UTF-8",
                 model_dir.display()
             )));
         };
-        let raw = RawDecoder::new(&[("-hmm", hmm_text), ("-dict", dict_text)]).ok_or_else(|| {
-            LoadError(format!(
-                "pocketsphinx could not load the model in {}",
-                model_dir.display()
-            ))
-        })?;
+        let raw =
+            RawDecoder::new(&[("-hmm", hmm_text), ("-dict", "/dev/null")]).ok_or_else(|| {
+                LoadError(format!(
+                    "pocketsphinx could not load the model in {}",
+                    model_dir.display()
+                ))
+            })?;
         Ok(Self {
             raw,
+            lexicon,
             wide: vec![0; FRAME_SAMPLES * 2],
             search: None,
             in_utterance: false,
@@ -94,11 +106,15 @@ impl Decoder {
         let kept: Vec<String> = phrases
             .iter()
             .map(|p| normalise(p))
-            .filter(|p| !p.is_empty() && p.split(' ').all(|w| self.raw.knows(w)))
+            .filter(|p| !p.is_empty() && p.split(' ').all(|w| self.learn(w)))
             .collect();
         let old = self.search.take();
         if !kept.is_empty() {
-            let name = if old == Some("expect_a") { "expect_b" } else { "expect_a" };
+            let name = if old == Some("expect_a") {
+                "expect_b"
+            } else {
+                "expect_a"
+            };
             let jsgf = format!(
                 "#JSGF V1.0;\ngrammar expect;\npublic <expect> = {};\n",
                 kept.join(" | ")
@@ -110,7 +126,32 @@ impl Decoder {
         if let Some(old) = old.filter(|old| Some(*old) != self.search) {
             self.raw.drop_search(old);
         }
-        if self.search.is_some() { kept } else { Vec::new() }
+        if self.search.is_some() {
+            kept
+        } else {
+            Vec::new()
+        }
+    }
+
+    /// Makes sure the decoder's dictionary has `word`; false if the lexicon lacks it.
+    fn learn(&mut self, word: &str) -> bool {
+        if self.raw.knows(word) {
+            return true;
+        }
+        let lexicon = Arc::clone(&self.lexicon);
+        let Some(pronunciations) = lexicon.get(word) else {
+            return false;
+        };
+        let mut added = false;
+        for (i, phones) in pronunciations.iter().enumerate() {
+            let name = if i == 0 {
+                word.to_owned()
+            } else {
+                format!("{word}({})", i + 1)
+            };
+            added |= self.raw.add_word(&name, phones);
+        }
+        added
     }
 
     /// Whether a grammar is set.
@@ -152,14 +193,17 @@ impl Decoder {
             return None;
         }
         let text = self.raw.hyp().filter(|h| !h.is_empty())?;
-        let words = self
-            .raw
-            .segments()
+        let segments = self.raw.segments();
+        // Segment frames count from the start of the decoder's stream, not the utterance:
+        // the first segment (silence included) starts at the utterance's first kept frame.
+        let first = segments.first().map_or(0, |s| s.start_frame);
+        let ms = |frame: i32| u64::try_from(frame - first).unwrap_or(0) * MS_PER_FRAME;
+        let words = segments
             .into_iter()
             .filter(|s| !is_filler(&s.word))
             .map(|s| {
-                let start = u64::try_from(s.start_frame).unwrap_or(0) * MS_PER_FRAME;
-                let end = (u64::try_from(s.end_frame).unwrap_or(0) + 1) * MS_PER_FRAME;
+                let start = ms(s.start_frame);
+                let end = ms(s.end_frame + 1);
                 (base_word(&s.word).to_owned(), start, end.max(start))
             })
             .collect();
@@ -173,10 +217,11 @@ impl Decoder {
         }
     }
 
-    /// How far before the moment the VAD declared speech the utterance's first kept
-    /// frame lies, in ms.
-    pub const fn prespeech_ms() -> u64 {
-        PRESPEECH_FRAMES * MS_PER_FRAME
+    /// Audio the decoder has kept in the utterance under way, in ms. Its VAD drops the
+    /// silence before speech, so read at the moment speech is declared, this says how far
+    /// back the utterance's first kept frame lies.
+    pub fn kept_ms(&mut self) -> u64 {
+        u64::try_from(self.raw.n_frames()).unwrap_or(0) * MS_PER_FRAME
     }
 }
 
@@ -189,7 +234,11 @@ fn normalise(phrase: &str) -> String {
         w.chars()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '\'' || c == '-')
     });
-    if clean { words.join(" ") } else { String::new() }
+    if clean {
+        words.join(" ")
+    } else {
+        String::new()
+    }
 }
 
 /// Silence and noise entries (`<sil>`, `<s>`, `[NOISE]`, `+um+`).

@@ -54,10 +54,17 @@ unsafe extern "C" {
     fn ps_end_utt(ps: *mut PsDecoder) -> c_int;
     fn ps_get_hyp(ps: *mut PsDecoder, out_best_score: *mut i32) -> *const c_char;
     fn ps_get_in_speech(ps: *mut PsDecoder) -> u8;
+    fn ps_get_n_frames(ps: *mut PsDecoder) -> c_int;
     fn ps_seg_iter(ps: *mut PsDecoder) -> *mut PsSeg;
     fn ps_seg_next(seg: *mut PsSeg) -> *mut PsSeg;
     fn ps_seg_word(seg: *mut PsSeg) -> *const c_char;
     fn ps_seg_frames(seg: *mut PsSeg, out_sf: *mut c_int, out_ef: *mut c_int);
+    fn ps_add_word(
+        ps: *mut PsDecoder,
+        word: *const c_char,
+        phones: *const c_char,
+        update: c_int,
+    ) -> c_int;
     fn ps_lookup_word(ps: *mut PsDecoder, word: *const c_char) -> *mut c_char;
     fn ps_set_jsgf_string(ps: *mut PsDecoder, name: *const c_char, jsgf: *const c_char) -> c_int;
     fn ps_set_search(ps: *mut PsDecoder, name: *const c_char) -> c_int;
@@ -163,13 +170,23 @@ impl RawDecoder {
         unsafe { ps_get_in_speech(self.ps.as_ptr()) != 0 }
     }
 
+    /// 10 ms frames the decoder has kept in this utterance (its VAD drops leading silence).
+    pub(super) fn n_frames(&mut self) -> i32 {
+        // SAFETY: self.ps is live.
+        unsafe { ps_get_n_frames(self.ps.as_ptr()) }
+    }
+
     /// The current best hypothesis (partial mid-utterance, final after `end_utt`).
     pub(super) fn hyp(&mut self) -> Option<String> {
         // SAFETY: self.ps is live; a NULL score pointer is allowed (pocketsphinx.c checks).
         let text = unsafe { ps_get_hyp(self.ps.as_ptr(), std::ptr::null_mut()) };
         // SAFETY: a non-NULL hyp is a NUL-terminated string owned by the decoder, valid
         // until the next call on it; it is copied before returning.
-        (!text.is_null()).then(|| unsafe { CStr::from_ptr(text) }.to_string_lossy().into_owned())
+        (!text.is_null()).then(|| {
+            unsafe { CStr::from_ptr(text) }
+                .to_string_lossy()
+                .into_owned()
+        })
     }
 
     /// The words of the current hypothesis with their frames, fillers included.
@@ -185,9 +202,17 @@ impl RawDecoder {
             let word = unsafe {
                 ps_seg_frames(seg, &mut sf, &mut ef);
                 let w = ps_seg_word(seg);
-                if w.is_null() { String::new() } else { CStr::from_ptr(w).to_string_lossy().into_owned() }
+                if w.is_null() {
+                    String::new()
+                } else {
+                    CStr::from_ptr(w).to_string_lossy().into_owned()
+                }
             };
-            out.push(Segment { word, start_frame: sf, end_frame: ef });
+            out.push(Segment {
+                word,
+                start_frame: sf,
+                end_frame: ef,
+            });
             // SAFETY: seg is live; this advances (and at the end frees) it.
             seg = unsafe { ps_seg_next(seg) };
         }
@@ -209,6 +234,18 @@ impl RawDecoder {
             ckd_free(phones.cast());
         }
         true
+    }
+
+    /// Adds `word` with one pronunciation (`phones`, ARPAbet, space-separated) to the
+    /// decoder's dictionary. Searches made afterwards see it; the active one is not
+    /// rebuilt (a new grammar is always set after adding its words).
+    pub(super) fn add_word(&mut self, word: &str, phones: &str) -> bool {
+        let (Ok(word), Ok(phones)) = (CString::new(word), CString::new(phones)) else {
+            return false;
+        };
+        // SAFETY: self.ps is live and both strings are NUL-terminated; the dictionary
+        // copies them. update = 0 leaves the searches alone.
+        unsafe { ps_add_word(self.ps.as_ptr(), word.as_ptr(), phones.as_ptr(), 0) >= 0 }
     }
 
     /// Adds (or replaces) the JSGF search `name` and makes it the active search. Only

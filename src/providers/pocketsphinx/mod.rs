@@ -23,6 +23,7 @@
 pub mod config;
 pub mod decoder;
 mod ffi;
+pub mod lexicon;
 mod pool;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,8 +34,9 @@ use crossbeam_queue::ArrayQueue;
 use tokio::sync::mpsc;
 
 pub use config::PocketsphinxConfig;
-pub use decoder::FRAME_SAMPLES;
 use decoder::Decoder;
+pub use decoder::FRAME_SAMPLES;
+use lexicon::Lexicon;
 use pool::{Frame, NewStream, StreamShared, WorkerShared};
 
 use crate::telemetry;
@@ -109,6 +111,15 @@ impl Recognizers {
                 "pocketsphinx.enabled is false".into(),
             ));
         }
+        let dictionary = Decoder::dictionary(&config.model_dir);
+        let lexicon = Lexicon::read(&dictionary).map_err(|e| {
+            SttError::Unavailable(format!(
+                "cannot read the pocketsphinx dictionary {}: {e} (is pocketsphinx-en-us \
+                 installed, and pocketsphinx.model_dir right?)",
+                dictionary.display()
+            ))
+        })?;
+        let lexicon = Arc::new(lexicon);
         let workers = config.workers.max(1);
         let per_worker = config.max_streams.div_ceil(workers);
         let (ready_tx, ready_rx) = std_mpsc::channel();
@@ -116,13 +127,14 @@ impl Recognizers {
         for index in 0..workers {
             let ready = ready_tx.clone();
             let model_dir = config.model_dir.clone();
+            let lexicon = Arc::clone(&lexicon);
             let (thread_tx, thread_rx) = std_mpsc::channel::<Arc<WorkerShared>>();
             let handle = thread::Builder::new()
                 .name(format!("stt-{index}"))
                 .spawn(move || {
                     let mut decoders = Vec::with_capacity(per_worker);
                     for _ in 0..per_worker {
-                        match Decoder::load(&model_dir) {
+                        match Decoder::load(&model_dir, Arc::clone(&lexicon)) {
                             Ok(decoder) => decoders.push(decoder),
                             Err(e) => {
                                 let _ = ready.send(Err(e.0));
@@ -272,8 +284,8 @@ impl Recognition {
     }
 
     /// Ends the utterance once the audio pushed so far is decoded, and sends its final:
-    /// always one, with empty text when nothing expected was heard. (Finals at pauses
-    /// the decoder's own VAD finds are sent only when they hold words.)
+    /// always one, with empty text when nothing expected was heard. (The only other
+    /// final: an utterance left open for 30 s is ended, if it holds words.)
     pub fn end_utterance(&self) {
         let pushed = self.shared.pushed.load(Ordering::Acquire);
         self.shared.end_after.store(pushed + 1, Ordering::Release);

@@ -10,6 +10,10 @@
 //!   `Vec` in or out.
 //! - Results go back on a bounded tokio channel with `try_send`; a full channel drops the
 //!   result and counts it (partials are only ever a guess that the next one replaces).
+//! - Utterances end when the caller says so ([`super::Recognition::end_utterance`], from
+//!   its own VAD and turn-taking), never at the decoder's VAD pauses: a pause inside
+//!   "se-ven" would split one answer in two. Each end sends one final, empty when nothing
+//!   was heard. An utterance left open is ended after 30 s.
 //! - A worker never blocks on a caller: it parks only when no stream has work, and is
 //!   woken by a push or a control change.
 //!
@@ -36,6 +40,9 @@ pub(super) const RESULT_SLOTS: usize = 32;
 const BATCH: usize = 10;
 /// Frames between two looks at the partial hypothesis (200 ms).
 const PARTIAL_EVERY: u32 = 10;
+/// Longest utterance (30 s): the caller's end of turn ends utterances; this only bounds
+/// one whose end never comes.
+const MAX_UTTERANCE_FRAMES: u32 = 1500;
 /// How long an idle worker sleeps before looking for work unprompted.
 const IDLE_PARK: Duration = Duration::from_millis(100);
 
@@ -81,11 +88,11 @@ struct Active {
     decoder: Decoder,
     /// Frames taken from the queue.
     taken: usize,
-    /// Media time of the utterance's first frame, and of the frame after which the VAD
-    /// first declared speech.
+    /// Media time of the utterance's first frame, and of its first frame the decoder
+    /// kept (known once the VAD declares speech).
     utterance_at: Option<u64>,
     speech_at: Option<u64>,
-    was_in_speech: bool,
+    frames_in_utterance: u32,
     since_partial: u32,
     last_partial: String,
 }
@@ -139,7 +146,7 @@ fn attach(worker: &WorkerShared, decoders: &mut Vec<Decoder>, active: &mut Vec<A
             taken: 0,
             utterance_at: None,
             speech_at: None,
-            was_in_speech: false,
+            frames_in_utterance: 0,
             since_partial: 0,
             last_partial: String::new(),
         });
@@ -182,10 +189,13 @@ impl Active {
         self.utterance_at.get_or_insert(frame.at_ms);
         let in_speech = self.decoder.process(&frame.samples);
         if in_speech && self.speech_at.is_none() {
-            self.speech_at = Some(frame.at_ms + frame_ms);
+            // The utterance's first kept frame, on the caller's clock.
+            let kept = self.decoder.kept_ms();
+            self.speech_at = Some((frame.at_ms + frame_ms).saturating_sub(kept));
         }
-        if self.was_in_speech && !in_speech {
-            // The decoder's VAD heard the speech end: a final, and a fresh utterance.
+        self.frames_in_utterance += 1;
+        if self.frames_in_utterance >= MAX_UTTERANCE_FRAMES {
+            // The caller never ended the turn: bound the utterance.
             self.send_final(false);
         } else if in_speech {
             self.since_partial += 1;
@@ -194,7 +204,6 @@ impl Active {
                 self.send_partial();
             }
         }
-        self.was_in_speech = in_speech;
     }
 
     /// Ends the utterance if the caller asked and every frame pushed before the ask is
@@ -228,12 +237,13 @@ impl Active {
     /// (the caller asked, and waits for an answer even if it is "nothing heard").
     fn send_final(&mut self, always: bool) {
         let decoded = self.decoder.finish();
-        // Where the decoder's frame 0 lies on the caller's clock: the VAD keeps a little
-        // audio from before it declared speech; without speech, the utterance's start.
+        // Where the utterance's first kept frame lies on the caller's clock (without
+        // speech, its first frame). Words after a pause longer than the VAD's hangover
+        // (0.5 s), whose silence the decoder drops, come out early by that much.
         let utterance_at = self.utterance_at.unwrap_or(0);
-        let origin = self.speech_at.map_or(utterance_at, |at| {
-            at.saturating_sub(Decoder::prespeech_ms()).max(utterance_at)
-        });
+        let origin = self
+            .speech_at
+            .map_or(utterance_at, |at| at.max(utterance_at));
         self.reset_utterance();
         let Some(decoded) = decoded else {
             if always {
@@ -264,7 +274,7 @@ impl Active {
     fn reset_utterance(&mut self) {
         self.utterance_at = None;
         self.speech_at = None;
-        self.was_in_speech = false;
+        self.frames_in_utterance = 0;
         self.since_partial = 0;
         self.last_partial.clear();
     }

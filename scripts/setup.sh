@@ -9,6 +9,10 @@ command -v pkg-config >/dev/null 2>&1 || need_apt+=(pkg-config)
 command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 # audiopus links the system libopus (Ogg Opus recordings).
 pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
+# Offline speech recognition (providers::pocketsphinx) links libpocketsphinx and loads the
+# en-us model.
+pkg-config --exists pocketsphinx 2>/dev/null || need_apt+=(libpocketsphinx-dev)
+[ -f /usr/share/pocketsphinx/model/en-us/en-us/mdef ] || need_apt+=(pocketsphinx-en-us)
 if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
@@ -17,7 +21,10 @@ if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   # tests/recording_upload.rs checks Ogg Opus recordings with an independent decoder.
   command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
   # tests/recording.rs checks recordings with an independent reader (soxi).
+  # (sox also resamples the speech fixtures, fixtures/speech/make.sh.)
   command -v soxi >/dev/null 2>&1 || need_apt+=(sox)
+  # tests/stt_offline.rs speaks its fixtures with espeak-ng.
+  command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)
 fi
 
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -11,6 +11,10 @@ command -v curl >/dev/null 2>&1 || need_apt+=(curl ca-certificates)
 pkg-config --exists opus 2>/dev/null || need_apt+=(libopus-dev)
 # providers::espeak links libespeak-ng (offline speech, in process) and reads its voices.
 pkg-config --exists espeak-ng 2>/dev/null || need_apt+=(libespeak-ng-dev espeak-ng-data)
+# Offline speech recognition (providers::pocketsphinx) links libpocketsphinx and loads the
+# en-us model.
+pkg-config --exists pocketsphinx 2>/dev/null || need_apt+=(libpocketsphinx-dev)
+[ -f /usr/share/pocketsphinx/model/en-us/en-us/mdef ] || need_apt+=(pocketsphinx-en-us)
 if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   command -v redis-server >/dev/null 2>&1 || need_apt+=(redis-server)
   command -v redis-cli >/dev/null 2>&1 || need_apt+=(redis-tools)
@@ -19,6 +23,7 @@ if [ "${VOXGATE_SETUP_TEST:-0}" = 1 ]; then
   # tests/recording_upload.rs checks Ogg Opus recordings with an independent decoder.
   command -v opusdec >/dev/null 2>&1 || need_apt+=(opus-tools)
   # tests/recording.rs checks recordings with an independent reader (soxi).
+  # (sox also resamples the speech fixtures, fixtures/speech/make.sh.)
   command -v soxi >/dev/null 2>&1 || need_apt+=(sox)
   # Audio fixtures are spoken by the espeak-ng command.
   command -v espeak-ng >/dev/null 2>&1 || need_apt+=(espeak-ng)

@@ -48,6 +48,15 @@ pub const HTTP_CONNECTIONS: &str = "voxgate_http_connections";
 /// HTTP connections closed at accept because `http.max_connections` were open.
 pub const HTTP_CONNECTIONS_REFUSED: &str = "voxgate_http_connections_refused_total";
 
+// Offline speech recognition (`providers::pocketsphinx`); its dropped frames are
+// `FRAMES_DROPPED{stage="stt"}`.
+/// Recognising streams open.
+pub const STT_STREAMS: &str = "voxgate_stt_streams";
+/// Streams refused because `pocketsphinx.max_streams` were open.
+pub const STT_REFUSED: &str = "voxgate_stt_refused_total";
+/// Recognition results, by `kind` (`partial`, `final`) and `outcome` (`sent`, `dropped`).
+pub const STT_RESULTS: &str = "voxgate_stt_results_total";
+
 // Delivery of lifecycle events to the sinks (`control::deliver`); `sink` is `queue` or
 // `backend`.
 /// Events acknowledged by a sink, by `sink`.

@@ -78,6 +78,13 @@ pub(super) const VARS: &[(&str, &str)] = &[
     ("VOXGATE_ESPEAK_RATE", "espeak.rate_wpm"),
     ("VOXGATE_ESPEAK_PITCH", "espeak.pitch"),
     ("VOXGATE_FLOWS_DIR", "agent.flows_dir"),
+    ("VOXGATE_POCKETSPHINX_ENABLED", "pocketsphinx.enabled"),
+    ("VOXGATE_POCKETSPHINX_MODEL_DIR", "pocketsphinx.model_dir"),
+    ("VOXGATE_POCKETSPHINX_WORKERS", "pocketsphinx.workers"),
+    (
+        "VOXGATE_POCKETSPHINX_MAX_STREAMS",
+        "pocketsphinx.max_streams",
+    ),
     ("VOXGATE_HTTP_HEADER_TIMEOUT_MS", "http.header_timeout_ms"),
     ("VOXGATE_HTTP_IDLE_TIMEOUT_SECS", "http.idle_timeout_secs"),
     ("VOXGATE_HTTP_MAX_CONNECTIONS", "http.max_connections"),

@@ -5,7 +5,8 @@
 //! [`crate::telephony::plivo::config`], `[session]` in [`crate::session::config`],
 //! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`],
 //! `[agent]` in [`crate::agent::config`], `[espeak]` in
-//! [`crate::providers::espeak::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
+//! [`crate::providers::espeak::config`], `[pocketsphinx]` in
+//! [`crate::providers::pocketsphinx::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
 //! top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
@@ -33,6 +34,7 @@ use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
 use crate::providers::espeak::{EspeakConfig, RawEspeak};
+use crate::providers::pocketsphinx::config::{PocketsphinxConfig, RawPocketsphinx};
 use crate::recording::config::{RawRecording, RecordingConfig};
 use crate::server::config::{HttpConfig, RawHttp};
 use crate::session::config::{RawSession, SessionConfig};
@@ -89,6 +91,7 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     espeak: RawEspeak,
+    pocketsphinx: RawPocketsphinx,
     #[serde(default)]
     http: RawHttp,
 }
@@ -129,6 +132,8 @@ pub struct Config {
     pub agent: AgentConfig,
     /// Offline speech (espeak-ng).
     pub espeak: EspeakConfig,
+    /// Offline speech recognition.
+    pub pocketsphinx: PocketsphinxConfig,
     /// The bounds of every HTTP connection.
     pub http: HttpConfig,
 }
@@ -165,6 +170,7 @@ impl Config {
             recording,
             agent,
             espeak,
+            pocketsphinx,
             http,
         } = self;
         let raw = RawConfig {
@@ -178,6 +184,7 @@ impl Config {
             recording: recording.into(),
             agent: agent.into(),
             espeak: espeak.into(),
+            pocketsphinx: pocketsphinx.into(),
             http: http.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -224,6 +231,7 @@ impl RawConfig {
             recording: self.recording.validate(&data_dir)?,
             agent: self.agent.validate()?,
             espeak: self.espeak.validate()?,
+            pocketsphinx: self.pocketsphinx.validate()?,
             http: self.http.validate()?,
             data_dir,
         })

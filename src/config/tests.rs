@@ -461,3 +461,43 @@ fn espeak_settings_come_from_file_or_environment_and_are_checked() {
         "unknown keys are refused"
     );
 }
+
+#[test]
+fn pocketsphinx_is_on_by_default_and_set_from_file_and_environment() {
+    let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
+    assert!(config.pocketsphinx.enabled);
+    assert_eq!(config.pocketsphinx.max_streams, 32);
+    assert!(config.to_toml().contains("[pocketsphinx]"));
+    let config = Config::load(
+        Some("[pocketsphinx]\nworkers = 2\nmax_streams = 8\nmodel_dir = \"/m\"\n"),
+        &env(&[
+            ("VOXGATE_POCKETSPHINX_MAX_STREAMS", "6"),
+            ("VOXGATE_POCKETSPHINX_ENABLED", "off"),
+        ]),
+        CliOverrides::default(),
+    )
+    .unwrap();
+    let p = &config.pocketsphinx;
+    assert_eq!((p.enabled, p.workers, p.max_streams), (false, 2, 6));
+    assert_eq!(p.model_dir, PathBuf::from("/m"));
+    let err = Config::load(
+        None,
+        &env(&[("VOXGATE_POCKETSPHINX_WORKERS", "0")]),
+        CliOverrides::default(),
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("VOXGATE_POCKETSPHINX_WORKERS")
+            || err.to_string().contains("pocketsphinx.workers"),
+        "{err}"
+    );
+    assert!(
+        Config::load(
+            Some("[pocketsphinx]\nthreads = 2\n"),
+            &env(&[]),
+            CliOverrides::default()
+        )
+        .is_err(),
+        "unknown keys are refused"
+    );
+}

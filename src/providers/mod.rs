@@ -6,3 +6,4 @@
 //! happens on the provider's own threads or sockets and comes back through bounded channels.
 
 pub mod espeak;
+pub mod pocketsphinx;

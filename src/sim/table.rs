@@ -109,8 +109,8 @@ pub fn wire_table(report: &CallReport) -> String {
     );
     let _ = writeln!(
         out,
-        "  {:>4}  {:>10}  {:>15}  {:>11}  {:>12}",
-        "step", "speech end", "first playAudio", "first heard", "playedStream"
+        "  {:>4}  {:>13}  {:>15}  {:>11}  {:>12}",
+        "step", "speech end at", "first playAudio", "first heard", "playedStream"
     );
     if report.turns.is_empty() {
         let _ = writeln!(out, "  (the caller said nothing)");
@@ -118,7 +118,7 @@ pub fn wire_table(report: &CallReport) -> String {
     for t in &report.turns {
         let _ = writeln!(
             out,
-            "  {:>4}  {:>10}  {:>15}  {:>11}  {:>12}",
+            "  {:>4}  {:>13}  {:>15}  {:>11}  {:>12}",
             t.step,
             ms(t.speech_end_ms),
             ms(t.first_play_audio_latency_ms),

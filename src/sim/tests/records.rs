@@ -107,3 +107,55 @@ async fn load_summarises_the_server_s_stages_from_every_record() {
     let json = serde_json::to_value(&report).unwrap();
     assert_eq!(json["server_stages"]["end_of_turn"]["p50"], 410.0);
 }
+
+#[tokio::test]
+async fn the_tables_show_the_server_s_split_or_the_wire_s() {
+    let fake = Fake::start(FakeConfig {
+        record: Some(RECORD),
+        actions: vec![
+            (15, Action::Play(tone(100, 500.0))),
+            (15, Action::Checkpoint("reply")),
+        ],
+        ..FakeConfig::default()
+    })
+    .await;
+    let script = vec![
+        CallerStep::Audio(tone(200, 400.0)),
+        CallerStep::UntilAgentSilent {
+            timeout: Duration::from_secs(2),
+        },
+    ];
+    let report = run_call(config(&fake, script, 5.0)).await.unwrap();
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    let record = fetch_record(
+        &client,
+        &fake.base(),
+        &token(),
+        &report.call_uuid,
+        FETCH_WINDOW,
+    )
+    .await
+    .unwrap();
+    let table = crate::sim::table::server_table(&record, &report);
+    let row = table
+        .lines()
+        .find(|l| l.contains("\"Goodbye!\""))
+        .unwrap_or_else(|| panic!("{table}"));
+    for cell in ["410", "380", "411", "450", "451", "452", "1100", "3.1"] {
+        assert!(row.split_whitespace().any(|c| c == cell), "{cell} in {row}");
+    }
+    assert!(table.contains("paris"), "{table}");
+    assert!(table.contains("slots: city=paris"), "{table}");
+    assert!(
+        table.contains("hung up by: agent (server), caller (simulator)"),
+        "{table}"
+    );
+
+    let wire = crate::sim::table::wire_table(&report);
+    let row = wire.lines().nth(2).unwrap();
+    // Speech ends at 200 ms; the reply's playAudio comes at tick 15 and is heard then.
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cells[..2], ["0", "200"], "{wire}");
+    assert!(cells[2..].iter().all(|c| *c != "-"), "{wire}");
+    assert!(wire.contains("--api-token"), "{wire}");
+}

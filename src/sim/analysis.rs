@@ -13,6 +13,9 @@
 //!   missing samples. Trailing silence before the turn ends is not a gap.
 //! - **Response latency** of a caller turn: from the end of its speech to the start of the
 //!   first agent turn that starts after it (and before the caller's next `Audio` step).
+//! - **Wire stages** of a caller turn, from the end of its speech: the first `playAudio`
+//!   that found the phone idle (arrival), the first agent audio heard (= response latency),
+//!   and the `playedStream` of the first reply turn (its checkpoint reached).
 //! - **Barge-in**: a caller `Audio` step during which agent audio played between the step's
 //!   start and the speech onset; timed from the onset to the `clearAudio` and to the first
 //!   silent tick.
@@ -36,6 +39,8 @@ pub(crate) struct Trace {
     pub clears: Vec<(u64, f64)>,
     /// The caller's `Audio` steps.
     pub caller: Vec<CallerTurn>,
+    /// Arrival of each `playAudio` that found the phone idle (the start of a reply), ms.
+    pub play_starts: Vec<f64>,
 }
 
 /// Splits what the phone played into agent turns.
@@ -159,8 +164,23 @@ pub(crate) fn turn_figures(trace: &Trace, turns: &[AgentTurn]) -> Vec<TurnFigure
                 }
                 _ => (None, None),
             };
+            let first_play = trace
+                .play_starts
+                .iter()
+                .copied()
+                .find(|&ms| ms >= reply_from && ms < next_ms);
+            let played_stream = first.and_then(|start| {
+                trace
+                    .checkpoint_ends
+                    .iter()
+                    .map(|&t| tick_ms(t))
+                    .find(|&ms| ms > start && ms <= next_ms)
+            });
+            let since_end = |at: Option<f64>| at.zip(caller.end_ms).map(|(a, e)| a - e);
             TurnFigures {
                 step: caller.step,
+                first_play_audio_latency_ms: since_end(first_play),
+                played_stream_latency_ms: since_end(played_stream),
                 start_ms,
                 speech_onset_ms: caller.onset_ms,
                 speech_end_ms: caller.end_ms,

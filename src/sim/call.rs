@@ -17,6 +17,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures_util::StreamExt as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::audio::frame::{FRAME_MS, FRAME_SAMPLES_8K};
 use crate::audio::resample::{Rate, Resampler};
@@ -27,9 +28,16 @@ use super::analysis;
 use super::callbacks;
 use super::config::SimConfig;
 use super::error::SimError;
-use super::report::{CallReport, CallbackResult, ClockStats, Detail, EndReason, EventKind};
+use super::plivo_rest::Completion;
+use super::report::{
+    CallReport, CallbackResult, ClockStats, Detail, EndReason, EventKind, HungUpBy,
+};
 use super::script::{Finish, PhoneView, Runner, ScriptEvent, ticks_for};
 use super::wire::{self, Outgoing, SEND_QUEUE, Shared, lock};
+
+/// How long a call whose socket the server closed waits for the server's REST hangup
+/// (real time), when the REST emulator is in use.
+const REST_GRACE: Duration = Duration::from_millis(300);
 
 /// Runs one call against the server in `cfg` and reports what the caller lived through.
 ///
@@ -78,6 +86,11 @@ pub(crate) async fn run_call_with(
     let connecting = Instant::now();
     let socket = connect(&cfg, &dial, &given).await?;
     let connect_ms = ms_since(connecting);
+    // The call is live on the REST emulator from the moment it streams.
+    let rest_hangup = cfg
+        .plivo_rest
+        .as_ref()
+        .map(|rest| rest.register(&cfg.call_uuid, &cfg.from, &cfg.to));
 
     let stream_id = uuid::Uuid::new_v4().to_string();
     let (sink, stream) = socket.split();
@@ -124,8 +137,27 @@ pub(crate) async fn run_call_with(
         .stream
         .stream_timeout_secs
         .map(|secs| ticks_for(Duration::from_secs(u64::from(secs))));
-    let clock = run_clock(&shared, &tx, runner, &cfg, answered.format, stream_ticks).await;
+    let mut clock = run_clock(
+        &shared,
+        &tx,
+        runner,
+        &cfg,
+        answered.format,
+        stream_ticks,
+        rest_hangup.as_ref(),
+    )
+    .await;
     let wall_ms = ms_since(t0);
+    // A server hanging up through the API may close its socket before its DELETE lands.
+    if clock.end == EndReason::ServerClosed
+        && let Some(token) = &rest_hangup
+        && tokio::time::timeout(REST_GRACE, token.cancelled())
+            .await
+            .is_ok()
+    {
+        clock.end = EndReason::ApiHangup;
+    }
+    let hung_up_by = HungUpBy::from_end(clock.end);
 
     // Close: the server's close reply ends the reader; neither end is waited on for long.
     lock(&shared).closing = true;
@@ -150,16 +182,21 @@ pub(crate) async fn run_call_with(
         }
         // Answered when the answer URL was fetched: setup in real time, then the media.
         let duration = t0.duration_since(started) + Duration::from_millis(clock.ticks * FRAME_MS);
-        // Plivo ends the call (End Of XML Instructions) when the stream ends on its side.
-        let plivo_ended = matches!(
-            clock.end,
-            EndReason::ServerClosed | EndReason::StreamTimeout
-        );
-        let params = callbacks::hangup_params(&cfg, answered_at, duration, plivo_ended);
+        let params = callbacks::hangup_params(&cfg, answered_at, duration, hung_up_by);
         let url = cfg.server_path(&cfg.hangup_path);
         callbacks_done.push(
             callbacks::send_callback(client, &cfg, "Hangup", &url, Method::Post, &params).await,
         );
+    }
+
+    if let Some(rest) = &cfg.plivo_rest {
+        let secs = started.elapsed().as_secs();
+        let completion = match hung_up_by {
+            HungUpBy::Caller => Completion::caller_hung_up(secs),
+            HungUpBy::GatewayRest => Completion::hung_up_by_api(secs),
+            HungUpBy::Gateway | HungUpBy::Plivo => Completion::end_of_xml(secs),
+        };
+        rest.ended(&cfg.call_uuid, completion);
     }
 
     let mut s = lock(&shared);
@@ -177,6 +214,8 @@ pub(crate) async fn run_call_with(
         status_callback_url: answered.stream.status_callback_url.clone(),
         speed: cfg.speed,
         end: clock.end,
+        hung_up_by,
+        skipped_steps: clock.skipped_steps,
         ticks: clock.ticks,
         answer_ms,
         connect_ms,
@@ -229,6 +268,8 @@ struct ClockOutcome {
     ticks: u64,
     stats: ClockStats,
     caller_turns: Vec<super::script::CallerTurn>,
+    /// Steps never started because the other side ended the call.
+    skipped_steps: Vec<String>,
 }
 
 /// Plays the call, one tick per 20 ms of simulated time.
@@ -239,6 +280,7 @@ async fn run_clock(
     cfg: &SimConfig,
     format: MediaFormat,
     stream_ticks: Option<u64>,
+    rest_hangup: Option<&CancellationToken>,
 ) -> ClockOutcome {
     let t0 = lock(shared).t0;
     let period_s = FRAME_MS as f64 / 1000.0 / cfg.speed;
@@ -260,6 +302,9 @@ async fn run_clock(
         }
 
         let mut s = lock(shared);
+        if rest_hangup.is_some_and(CancellationToken::is_cancelled) {
+            break EndReason::ApiHangup;
+        }
         if s.server_closed {
             break EndReason::ServerClosed;
         }
@@ -333,11 +378,16 @@ async fn run_clock(
         drop(s);
         tick += 1;
     };
+    let skipped_steps = match end {
+        EndReason::ScriptDone | EndReason::CallerHangup => Vec::new(),
+        _ => runner.not_started(),
+    };
     ClockOutcome {
         end,
         ticks: tick,
         stats,
         caller_turns: runner.turns().to_vec(),
+        skipped_steps,
     }
 }
 

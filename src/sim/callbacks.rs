@@ -20,7 +20,7 @@ use crate::telephony::plivo::stream::MediaFormat;
 
 use super::config::{AnswerMethod, SimConfig, StreamConnect};
 use super::error::SimError;
-use super::report::CallbackResult;
+use super::report::{CallbackResult, HungUpBy};
 
 /// Longest body quoted in an error.
 const QUOTE_BYTES: usize = 200;
@@ -320,20 +320,22 @@ pub(crate) async fn send_callback(
 }
 
 /// The hangup callback's fields (reference §5.2). `sim_duration` is the call's length on the
-/// simulated clock; `server_hung_up` says the stream ended on the server's side (socket
-/// closed or `streamTimeout`), which Plivo reports as End Of XML Instructions.
+/// simulated clock. A stream that ended on Plivo's side (the server closed the socket, or
+/// `streamTimeout`) with nothing after `<Stream>` is End Of XML Instructions (4010); a
+/// hangup through the REST API is a Normal Hangup from `API Request`; the caller's is a
+/// Normal Hangup from `Caller`.
 pub(crate) fn hangup_params(
     cfg: &SimConfig,
     answered_at: SystemTime,
     sim_duration: Duration,
-    server_hung_up: bool,
+    by: HungUpBy,
 ) -> Vec<(String, String)> {
     let secs = sim_duration.as_secs() + u64::from(sim_duration.subsec_nanos() > 0);
     let end = answered_at + sim_duration;
-    let (code, name, source) = if server_hung_up {
-        ("4010", "End Of XML Instructions", "Plivo")
-    } else {
-        ("4000", "Normal Hangup", "Caller")
+    let (code, name, source) = match by {
+        HungUpBy::Gateway | HungUpBy::Plivo => ("4010", "End Of XML Instructions", "Plivo"),
+        HungUpBy::GatewayRest => ("4000", "Normal Hangup", "API Request"),
+        HungUpBy::Caller => ("4000", "Normal Hangup", "Caller"),
     };
     let mut params = call_params(cfg);
     push(&mut params, "CallStatus", "completed");
@@ -448,14 +450,19 @@ mod tests {
     fn callbacks_parse_as_the_server_reads_them() {
         let cfg = SimConfig::new("http://127.0.0.1:8080/", Vec::new());
         let answered = UNIX_EPOCH + Duration::from_secs(1_714_644_900);
-        for (server_hung_up, cause) in [(false, "Normal Hangup"), (true, "End Of XML Instructions")]
-        {
-            let params = hangup_params(
-                &cfg,
-                answered,
-                Duration::from_millis(41_200),
-                server_hung_up,
-            );
+        for (by, cause, source) in [
+            (HungUpBy::Caller, "Normal Hangup", "Caller"),
+            (HungUpBy::Gateway, "End Of XML Instructions", "Plivo"),
+            (HungUpBy::GatewayRest, "Normal Hangup", "API Request"),
+        ] {
+            let params = hangup_params(&cfg, answered, Duration::from_millis(41_200), by);
+            let field = |k: &str| {
+                params
+                    .iter()
+                    .find(|(key, _)| key == k)
+                    .map(|(_, v)| v.as_str())
+            };
+            assert_eq!(field("HangupSource"), Some(source));
             let callback = Callback::from_params(CallbackKind::Hangup, &[], &params).unwrap();
             assert_eq!(callback.call_id, cfg.call_uuid);
             assert_eq!(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::telephony::plivo::stream::MediaFormat;
 
 use super::error::SimError;
+use super::plivo_rest::PlivoCalls;
 use super::report::Detail;
 use super::script::{self, CallerStep};
 
@@ -105,6 +106,9 @@ pub struct SimConfig {
     pub detail: Detail,
     /// Refuse any URL (server, stream, callback) that is not on a loopback address.
     pub loopback_only: bool,
+    /// The REST emulator this call appears on as a live call, so the server can hang it up
+    /// with `DELETE …/Call/{uuid}/`; `None`: no emulator.
+    pub plivo_rest: Option<PlivoCalls>,
 }
 
 impl SimConfig {
@@ -129,6 +133,7 @@ impl SimConfig {
             stream_connect: StreamConnect::Auto,
             detail: Detail::Full,
             loopback_only: false,
+            plivo_rest: None,
         }
     }
 

@@ -12,16 +12,26 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use serde::Serialize;
+use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use super::call::{http_client, run_call_with};
 use super::config::SimConfig;
 use super::error::SimError;
+use super::record::{self, ApiToken, RecordError, ServerRecord, Stage};
 use super::report::{CallReport, Detail};
 
 /// Most calls one run may start.
 pub const MAX_CALLS: usize = 5_000;
+
+/// Call records fetched at once (`--api-token`), so fetching never becomes load itself.
+const RECORD_FETCHES: usize = 8;
+
+/// Extra time the record fetches get after the last call ended.
+const RECORD_DRAIN: Duration = Duration::from_secs(10);
 
 /// A load run: validated at construction, so [`run_load`] cannot be handed a bad one.
 #[derive(Debug, Clone)]
@@ -30,6 +40,7 @@ pub struct LoadConfig {
     calls: usize,
     ramp: Duration,
     deadline: Duration,
+    records: Option<ApiToken>,
 }
 
 impl LoadConfig {
@@ -52,6 +63,7 @@ impl LoadConfig {
             calls,
             ramp: Duration::ZERO,
             deadline,
+            records: None,
         })
     }
 
@@ -64,6 +76,13 @@ impl LoadConfig {
     /// Stops every call still running after `deadline` (real time, from the first start).
     pub fn with_deadline(mut self, deadline: Duration) -> Self {
         self.deadline = deadline;
+        self
+    }
+
+    /// After each call, fetches its record from the control API with `token` (at most
+    /// 8 at once) and summarises the server's per-stage latency.
+    pub fn with_records(mut self, token: ApiToken) -> Self {
+        self.records = Some(token);
         self
     }
 
@@ -109,6 +128,36 @@ impl Percentiles {
     }
 }
 
+/// How the call records went.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RecordCounts {
+    /// Records read.
+    pub fetched: usize,
+    /// Records not read, by [`RecordError::kind`].
+    pub failed: BTreeMap<String, usize>,
+    /// One message per failure kind, the first seen.
+    pub failure_examples: BTreeMap<String, String>,
+}
+
+/// Stage name → values, for the percentiles.
+#[derive(Debug, Default)]
+struct StageValues(BTreeMap<&'static str, Vec<f64>>);
+
+impl StageValues {
+    fn push(&mut self, stage: &'static str, value: Option<f64>) {
+        if let Some(v) = value {
+            self.0.entry(stage).or_default().push(v);
+        }
+    }
+
+    fn percentiles(self) -> BTreeMap<String, Percentiles> {
+        self.0
+            .into_iter()
+            .filter_map(|(k, v)| Percentiles::of(v).map(|p| (k.to_owned(), p)))
+            .collect()
+    }
+}
+
 /// What a load run found.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct LoadReport {
@@ -130,6 +179,16 @@ pub struct LoadReport {
     pub latency: Option<Percentiles>,
     /// Barge-in onset → `clearAudio` across turns.
     pub barge_in_to_clear: Option<Percentiles>,
+    /// Wire stages across caller turns, ms from speech end: `first_play_audio`,
+    /// `first_heard`, `played_stream`.
+    pub wire_stages: BTreeMap<String, Percentiles>,
+    /// Who ended the calls: `caller`, `gateway`, `gateway_rest`, `plivo` → count.
+    pub hung_up_by: BTreeMap<String, usize>,
+    /// Call records read (`--api-token`); `None` without a token.
+    pub records: Option<RecordCounts>,
+    /// The server's stages across all agent turns of the records read (`end_of_turn`, …,
+    /// `gateway`), ms from the caller's speech end; `gateway` is the gateway's own share.
+    pub server_stages: BTreeMap<String, Percentiles>,
     /// Gaps in agent audio across all calls.
     pub gaps: u32,
     /// Their total length, ms.
@@ -153,6 +212,10 @@ impl LoadReport {
         match outcome {
             Ok(report) => {
                 self.ok += 1;
+                *self
+                    .hung_up_by
+                    .entry(report.hung_up_by.as_str().to_owned())
+                    .or_default() += 1;
                 self.turns += report.turns.len();
                 self.gaps += report.gaps.count;
                 self.gap_ms += report.gaps.total_ms;
@@ -204,6 +267,9 @@ pub async fn run_load(cfg: LoadConfig) -> LoadReport {
     }
     let mut latencies = Vec::new();
     let mut clears = Vec::new();
+    let mut wire = StageValues::default();
+    let mut fetches = JoinSet::new();
+    let permits = Arc::new(Semaphore::new(RECORD_FETCHES));
     let deadline = tokio::time::Instant::from_std(started + cfg.deadline);
     loop {
         match tokio::time::timeout_at(deadline, set.join_next()).await {
@@ -213,6 +279,25 @@ pub async fn run_load(cfg: LoadConfig) -> LoadReport {
                     for turn in &call.turns {
                         latencies.extend(turn.response_latency_ms);
                         clears.extend(turn.barge_in_to_clear_ms);
+                        wire.push("first_play_audio", turn.first_play_audio_latency_ms);
+                        wire.push("first_heard", turn.response_latency_ms);
+                        wire.push("played_stream", turn.played_stream_latency_ms);
+                    }
+                    if let Some(token) = &cfg.records {
+                        let (client, token, permits) =
+                            (client.clone(), token.clone(), permits.clone());
+                        let (server, call_id) = (cfg.call.server.clone(), call.call_uuid.clone());
+                        fetches.spawn(async move {
+                            let _permit = permits.acquire_owned().await;
+                            record::fetch_record(
+                                &client,
+                                &server,
+                                &token,
+                                &call_id,
+                                record::FETCH_WINDOW,
+                            )
+                            .await
+                        });
                     }
                 }
                 report.add(outcome);
@@ -231,6 +316,12 @@ pub async fn run_load(cfg: LoadConfig) -> LoadReport {
             }
         }
     }
+    if cfg.records.is_some() {
+        let (counts, stages) = drain_records(fetches).await;
+        report.records = Some(counts);
+        report.server_stages = stages;
+    }
+    report.wire_stages = wire.percentiles();
     report.answered_turns = latencies.len();
     report.latency = Percentiles::of(latencies);
     report.barge_in_to_clear = Percentiles::of(clears);
@@ -238,14 +329,66 @@ pub async fn run_load(cfg: LoadConfig) -> LoadReport {
     report
 }
 
+/// Waits for the record fetches (bounded by [`RECORD_DRAIN`]) and gathers their stages.
+async fn drain_records(
+    mut fetches: JoinSet<Result<ServerRecord, RecordError>>,
+) -> (RecordCounts, BTreeMap<String, Percentiles>) {
+    let mut counts = RecordCounts::default();
+    let mut stages = StageValues::default();
+    let mut fail = |kind: &str, message: String| {
+        *counts.failed.entry(kind.to_owned()).or_default() += 1;
+        counts
+            .failure_examples
+            .entry(kind.to_owned())
+            .or_insert(message);
+    };
+    let until = tokio::time::Instant::now() + RECORD_DRAIN;
+    loop {
+        match tokio::time::timeout_at(until, fetches.join_next()).await {
+            Ok(Some(Ok(Ok(record)))) => {
+                counts.fetched += 1;
+                for turn in &record.turns {
+                    for stage in Stage::ALL {
+                        stages.push(stage.name(), turn.stage(stage));
+                    }
+                }
+            }
+            Ok(Some(Ok(Err(e)))) => fail(e.kind(), e.to_string()),
+            Ok(Some(Err(e))) => fail("panic", e.to_string()),
+            Ok(None) => break,
+            Err(_) => {
+                for _ in 0..fetches.len() {
+                    fail("deadline", format!("not read within {RECORD_DRAIN:?}"));
+                }
+                fetches.abort_all();
+                break;
+            }
+        }
+    }
+    (counts, stages.percentiles())
+}
+
 fn pct(f: &mut fmt::Formatter<'_>, name: &str, p: &Option<Percentiles>) -> fmt::Result {
     match p {
         Some(p) => writeln!(
             f,
-            "  {name} (n={}): p50 {:.0} ms, p95 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
-            p.count, p.p50, p.p95, p.p99, p.max
+            "  {name} (n={}): p50 {}, p95 {}, p99 {}, max {}",
+            p.count,
+            ms(p.p50),
+            ms(p.p95),
+            ms(p.p99),
+            ms(p.max)
         ),
         None => writeln!(f, "  {name}: no samples"),
+    }
+}
+
+/// Whole ms, or one decimal below 10 ms (the gateway's share is a few ms).
+fn ms(v: f64) -> String {
+    if v.abs() < 10.0 {
+        format!("{v:.1} ms")
+    } else {
+        format!("{v:.0} ms")
     }
 }
 
@@ -270,6 +413,47 @@ impl fmt::Display for LoadReport {
         )?;
         pct(f, "first-response latency", &self.latency)?;
         pct(f, "barge-in → clearAudio", &self.barge_in_to_clear)?;
+        if !self.hung_up_by.is_empty() {
+            let by: Vec<String> = self
+                .hung_up_by
+                .iter()
+                .map(|(k, n)| format!("{k} {n}"))
+                .collect();
+            writeln!(f, "  hung up by: {}", by.join(", "))?;
+        }
+        writeln!(f, "  wire stages (ms from the caller's speech end):")?;
+        for stage in ["first_play_audio", "first_heard", "played_stream"] {
+            pct(
+                f,
+                &format!("  {stage}"),
+                &self.wire_stages.get(stage).cloned(),
+            )?;
+        }
+        match &self.records {
+            None => writeln!(
+                f,
+                "  (--api-token adds the server's per-stage split from each call record)"
+            )?,
+            Some(records) => {
+                writeln!(f, "  call records read: {}", records.fetched)?;
+                for (kind, n) in &records.failed {
+                    let example = records
+                        .failure_examples
+                        .get(kind)
+                        .map_or("", String::as_str);
+                    writeln!(f, "    not read ({kind}): {n} (e.g. {example})")?;
+                }
+                writeln!(f, "  server stages (ms from the caller's speech end):")?;
+                for stage in Stage::ALL {
+                    let name = stage.name();
+                    pct(
+                        f,
+                        &format!("  {name}"),
+                        &self.server_stages.get(name).cloned(),
+                    )?;
+                }
+            }
+        }
         writeln!(
             f,
             "  gaps {} ({:.0} ms), protocol errors {}, send queue full {}",

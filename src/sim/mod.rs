@@ -11,10 +11,16 @@
 //! sent, a timeline, per-turn figures (response latency, gaps, barge-in timing) and counts.
 //! Many calls: [`run_load`].
 //!
-//! Layout: `config` (settings), `script` (caller steps and their runner), `phone` (playout
-//! buffer and markers), `wire` (WebSocket reader/writer), `callbacks` (HTTP requests),
-//! `call` (the clock and the order of a call), `analysis` (figures), `report`, `load`,
-//! `cli` (flags; the only place with `anyhow`).
+//! The call may end on either side: the caller's script ends or hangs up, or the gateway
+//! hangs up (closes the media socket, or `DELETE`s the call on the REST emulator
+//! [`plivo_rest`]); the report says who ([`HungUpBy`]) and which steps a hang-up skipped.
+//!
+//! Layout: `config` (settings), `script` (caller steps and their runner), `script_file`
+//! (TOML caller scripts), `phone` (playout buffer and markers), `wire` (WebSocket
+//! reader/writer), `callbacks` (HTTP requests), `call` (the clock and the order of a
+//! call), `analysis` (figures), `report`, `record` (the server's call record, read after
+//! the call), `table` (per-turn tables), `load`, `cli` (flags; the only place with
+//! `anyhow`).
 //!
 //! The simulator is a client and a test tool: it speaks only the protocol types of
 //! [`crate::telephony::plivo`], and it must never depend on the server's internals, so it
@@ -29,18 +35,21 @@ mod error;
 mod load;
 pub mod phone;
 pub mod plivo_rest;
+pub mod record;
 mod report;
 pub mod script;
+pub mod script_file;
+mod table;
 mod wire;
 
 pub use call::run_call;
 pub use config::{AnswerMethod, MAX_SPEED, SimConfig, StreamConnect, Timeouts};
 pub use error::SimError;
-pub use load::{LoadConfig, LoadReport, MAX_CALLS, Percentiles, run_load};
+pub use load::{LoadConfig, LoadReport, MAX_CALLS, Percentiles, RecordCounts, run_load};
 pub use phone::Phone;
 pub use report::{
     AgentTurn, CallReport, CallbackResult, ClockStats, Counts, Detail, EndReason, Event, EventKind,
-    GapTotals, ProtocolError, TurnEnd, TurnFigures, write_wav,
+    GapTotals, HungUpBy, ProtocolError, TurnEnd, TurnFigures, write_wav,
 };
 pub use script::{CallerStep, ScriptError, audio_step, load_ulaw, load_wav};
 

@@ -37,6 +37,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use thiserror::Error;
+use tokio_util::sync::CancellationToken;
 
 pub use callbacks::CallbackReply;
 
@@ -129,6 +130,18 @@ impl Completion {
             .named("Normal Hangup", "Callee")
     }
 
+    /// Answered, talked `answered_secs`, the caller hung up: 4000 Normal Hangup.
+    pub fn caller_hung_up(answered_secs: u64) -> Self {
+        Self::new("completed", Some(answered_secs), "NORMAL_CLEARING", 4000)
+            .named("Normal Hangup", "Caller")
+    }
+
+    /// A `keepCallAlive` stream ended with nothing after it in the XML: 4010.
+    pub fn end_of_xml(answered_secs: u64) -> Self {
+        Self::new("completed", Some(answered_secs), "NORMAL_CLEARING", 4010)
+            .named("End Of XML Instructions", "Plivo")
+    }
+
     /// Busy line: 3010.
     pub fn busy() -> Self {
         Self::new("busy", None, "USER_BUSY", 3010).named("Busy Line", "Callee")
@@ -203,6 +216,19 @@ struct State {
     requests: Vec<RecordedRequest>,
     failures: VecDeque<Injected>,
     stalls: VecDeque<Duration>,
+    /// Simulated calls waiting to hear of a hangup through the API, by call uuid.
+    watchers: BTreeMap<String, CancellationToken>,
+}
+
+impl State {
+    /// Tells the simulated calls among `uuids` that the API hung them up.
+    fn api_hung_up<'a>(&mut self, uuids: impl IntoIterator<Item = &'a str>) {
+        for uuid in uuids {
+            if let Some(token) = self.watchers.remove(uuid) {
+                token.cancel();
+            }
+        }
+    }
 }
 
 /// What the server and the driver share.
@@ -240,6 +266,25 @@ impl FakePlivo {
     /// Starts the fake on `127.0.0.1:0` for the account `auth_id` / `auth_token`.
     pub async fn start(auth_id: &str, auth_token: &str) -> std::io::Result<Self> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::serve(listener, auth_id, auth_token)
+    }
+
+    /// Starts the fake on `addr` (e.g. `127.0.0.1:8089`, for `voxgate simulate
+    /// --plivo-rest`).
+    pub async fn start_on(
+        addr: SocketAddr,
+        auth_id: &str,
+        auth_token: &str,
+    ) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        Self::serve(listener, auth_id, auth_token)
+    }
+
+    fn serve(
+        listener: tokio::net::TcpListener,
+        auth_id: &str,
+        auth_token: &str,
+    ) -> std::io::Result<Self> {
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
             auth_id: auth_id.to_owned(),
@@ -268,6 +313,14 @@ impl FakePlivo {
     /// `http://127.0.0.1:{port}`: the client's base URL.
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
+    }
+
+    /// The handle simulated calls use to appear here as live inbound calls and hear of
+    /// hangups through the API ([`crate::sim::SimConfig::plivo_rest`]).
+    pub fn calls_handle(&self) -> PlivoCalls {
+        PlivoCalls {
+            shared: self.shared.clone(),
+        }
     }
 
     /// Every call the fake knows, in the order they were placed.
@@ -437,6 +490,55 @@ impl FakePlivo {
             Ok(())
         } else {
             Err(wrong_phase(call, action))
+        }
+    }
+}
+
+/// Simulated calls' side of a [`FakePlivo`]: each call registers itself as a live inbound
+/// call and gets a token the fake cancels when the API hangs the call up
+/// (`DELETE …/Call/{uuid}/`, or `DELETE …/Call/` for every call).
+#[derive(Debug, Clone)]
+pub struct PlivoCalls {
+    shared: Arc<Shared>,
+}
+
+impl PlivoCalls {
+    /// Registers `call_uuid` as a live, answered inbound call; the token is cancelled when
+    /// the API hangs it up.
+    pub fn register(&self, call_uuid: &str, from: &str, to: &str) -> CancellationToken {
+        let token = CancellationToken::new();
+        let now = Utc::now();
+        let mut state = self.shared.lock();
+        state.calls.retain(|c| c.call_uuid != call_uuid);
+        state.calls.push(FakeCall {
+            call_uuid: call_uuid.to_owned(),
+            request_uuid: call_uuid.to_owned(),
+            direction: "inbound".to_owned(),
+            from: from.to_owned(),
+            to: to.to_owned(),
+            params: BTreeMap::new(),
+            phase: CallPhase::Live {
+                call_status: "in-progress".to_owned(),
+            },
+            placed_at: now,
+            answered_at: Some(now),
+            ended_at: None,
+        });
+        state.watchers.insert(call_uuid.to_owned(), token.clone());
+        token
+    }
+
+    /// The call ended another way (the caller hung up, or the stream closed): it is no
+    /// longer live, and no longer watched.
+    pub fn ended(&self, call_uuid: &str, completion: Completion) {
+        let mut state = self.shared.lock();
+        state.watchers.remove(call_uuid);
+        if let Some(call) = state
+            .calls
+            .iter_mut()
+            .find(|c| c.call_uuid == call_uuid && !matches!(c.phase, CallPhase::Ended(_)))
+        {
+            end(call, completion, Utc::now());
         }
     }
 }

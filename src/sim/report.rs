@@ -142,6 +142,45 @@ pub enum EndReason {
     TimeLimit,
     /// The `<Stream streamTimeout>` ran out and Plivo stopped the stream.
     StreamTimeout,
+    /// The server hung up through Plivo's REST API (`DELETE …/Call/{uuid}/` on the
+    /// simulator's REST emulator).
+    ApiHangup,
+}
+
+/// Who ended the call, as the caller saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HungUpBy {
+    /// The simulated caller (script over, `hangup` step, or the longest call reached).
+    Caller,
+    /// The gateway closed the media WebSocket; Plivo ends the call (4010).
+    Gateway,
+    /// The gateway hung up through Plivo's REST API (4000, source `API Request`).
+    GatewayRest,
+    /// Plivo itself (`streamTimeout`).
+    Plivo,
+}
+
+impl HungUpBy {
+    /// Who ended a call that ended for `end`.
+    pub fn from_end(end: EndReason) -> Self {
+        match end {
+            EndReason::ScriptDone | EndReason::CallerHangup | EndReason::TimeLimit => Self::Caller,
+            EndReason::ServerClosed => Self::Gateway,
+            EndReason::ApiHangup => Self::GatewayRest,
+            EndReason::StreamTimeout => Self::Plivo,
+        }
+    }
+
+    /// The snake_case name used in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Caller => "caller",
+            Self::Gateway => "gateway",
+            Self::GatewayRest => "gateway_rest",
+            Self::Plivo => "plivo",
+        }
+    }
 }
 
 /// Something the server did wrong, on the simulated clock.
@@ -173,6 +212,10 @@ pub struct TurnFigures {
     pub first_agent_audio_ms: Option<f64>,
     /// `first_agent_audio_ms − speech_end_ms`: the response latency the caller lived.
     pub response_latency_ms: Option<f64>,
+    /// Speech end → the first `playAudio` of the reply arrived, ms.
+    pub first_play_audio_latency_ms: Option<f64>,
+    /// Speech end → the reply's first checkpoint was reached (`playedStream` sent), ms.
+    pub played_stream_latency_ms: Option<f64>,
     /// Agent audio was playing between the step's start and the caller's speech onset.
     pub barge_in: bool,
     /// Barge-in only: speech onset → `clearAudio` received, ms.
@@ -291,6 +334,11 @@ pub struct CallReport {
     pub speed: f64,
     /// Why the call ended.
     pub end: EndReason,
+    /// Who ended the call.
+    pub hung_up_by: HungUpBy,
+    /// Script steps that never ran because the call ended first (the gateway hung up), as
+    /// `index:kind`. Not an error.
+    pub skipped_steps: Vec<String>,
     /// Ticks played.
     pub ticks: u64,
     /// Answer request round trip, real ms.
@@ -400,6 +448,16 @@ impl fmt::Display for CallReport {
             self.answer_ms,
             self.connect_ms
         )?;
+        write!(f, "  hung up by: {}", self.hung_up_by.as_str())?;
+        if !self.skipped_steps.is_empty() {
+            write!(
+                f,
+                "; {} script step(s) skipped: {}",
+                self.skipped_steps.len(),
+                self.skipped_steps.join(", ")
+            )?;
+        }
+        writeln!(f)?;
         let c = &self.counts;
         writeln!(
             f,

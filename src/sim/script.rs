@@ -47,6 +47,20 @@ pub enum CallerStep {
         /// Longest wait.
         timeout: Duration,
     },
+    /// Stay silent until the agent is done: an agent turn has ended since the caller last
+    /// spoke or pressed a key, and the phone has then stayed idle for `quiet` (so a greeting
+    /// followed by a question counts as one). Gives up after `timeout`.
+    WaitAgent {
+        /// Longest wait.
+        timeout: Duration,
+        /// Idle time that means the agent has finished.
+        quiet: Duration,
+    },
+    /// Stay silent until the other side hangs up; gives up after `timeout` and goes on.
+    WaitHangup {
+        /// Longest wait.
+        timeout: Duration,
+    },
     /// Press these keys (`0-9`, `*`, `#`, `A-D`), one `dtmf` message per digit and tick.
     Dtmf(String),
     /// Hang up now.
@@ -61,6 +75,8 @@ impl CallerStep {
             Self::Silence(_) => "silence",
             Self::UntilAgentHeard { .. } => "until_agent_heard",
             Self::UntilAgentSilent { .. } => "until_agent_silent",
+            Self::WaitAgent { .. } => "wait_agent",
+            Self::WaitHangup { .. } => "wait_hangup",
             Self::Dtmf(_) => "dtmf",
             Self::Hangup => "hangup",
         }
@@ -252,6 +268,8 @@ enum StepState {
     Silence { left: u64 },
     Heard { waited: u64, then_left: Option<u64> },
     Silent { waited: u64 },
+    Done { waited: u64, idle: u64 },
+    Hangup { waited: u64 },
     Dtmf { next: usize },
 }
 
@@ -273,6 +291,8 @@ pub(crate) struct Runner {
     heard_limit: u64,
     /// Agent turns completed when the caller last finished an `Audio` step.
     turns_at_last_audio: u64,
+    /// Agent turns completed when the caller last finished an `Audio` or `Dtmf` step.
+    turns_at_last_action: u64,
     turns: Vec<CallerTurn>,
 }
 
@@ -285,6 +305,7 @@ impl Runner {
             state: StepState::NotStarted,
             heard_limit: ticks_for(heard_timeout),
             turns_at_last_audio: 0,
+            turns_at_last_action: 0,
             turns: Vec::new(),
         }
     }
@@ -292,6 +313,21 @@ impl Runner {
     /// The caller `Audio` steps run so far.
     pub fn turns(&self) -> &[CallerTurn] {
         &self.turns
+    }
+
+    /// Steps that have not started, as `index:kind` (what a hang-up by the other side cut
+    /// off). The step in progress is not among them.
+    pub fn not_started(&self) -> Vec<String> {
+        let from = match self.state {
+            StepState::NotStarted => self.index,
+            _ => self.index + 1,
+        };
+        self.script
+            .iter()
+            .enumerate()
+            .skip(from)
+            .map(|(i, step)| format!("{i}:{}", step.kind()))
+            .collect()
     }
 
     /// Plans tick `tick`; [`TickPlan::finish`] says the script is over.
@@ -328,6 +364,8 @@ impl Runner {
                         then_left: None,
                     },
                     CallerStep::UntilAgentSilent { .. } => StepState::Silent { waited: 0 },
+                    CallerStep::WaitAgent { .. } => StepState::Done { waited: 0, idle: 0 },
+                    CallerStep::WaitHangup { .. } => StepState::Hangup { waited: 0 },
                     CallerStep::Dtmf(_) => StepState::Dtmf { next: 0 },
                     CallerStep::Hangup => {
                         plan.finish = Some(Finish::Hangup);
@@ -339,8 +377,13 @@ impl Runner {
                 return plan;
             }
             // The step ended without using this tick: start the next one now.
-            if matches!(self.script[self.index], CallerStep::Audio(_)) {
-                self.turns_at_last_audio = phone.turns_completed;
+            match self.script[self.index] {
+                CallerStep::Audio(_) => {
+                    self.turns_at_last_audio = phone.turns_completed;
+                    self.turns_at_last_action = phone.turns_completed;
+                }
+                CallerStep::Dtmf(_) => self.turns_at_last_action = phone.turns_completed,
+                _ => {}
             }
             self.index += 1;
             self.state = StepState::NotStarted;
@@ -395,6 +438,28 @@ impl Runner {
                 if phone.idle && phone.turns_completed > self.turns_at_last_audio {
                     false
                 } else if *waited >= ticks_for(*timeout) {
+                    plan.events.push(ScriptEvent::WaitTimedOut { index });
+                    false
+                } else {
+                    *waited += 1;
+                    true
+                }
+            }
+            (StepState::Done { waited, idle }, CallerStep::WaitAgent { timeout, quiet }) => {
+                let answered = phone.turns_completed > self.turns_at_last_action;
+                *idle = if answered && phone.idle { *idle + 1 } else { 0 };
+                if answered && *idle > ticks_for(*quiet) {
+                    false
+                } else if *waited >= ticks_for(*timeout) {
+                    plan.events.push(ScriptEvent::WaitTimedOut { index });
+                    false
+                } else {
+                    *waited += 1;
+                    true
+                }
+            }
+            (StepState::Hangup { waited }, CallerStep::WaitHangup { timeout }) => {
+                if *waited >= ticks_for(*timeout) {
                     plan.events.push(ScriptEvent::WaitTimedOut { index });
                     false
                 } else {

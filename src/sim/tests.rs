@@ -10,8 +10,10 @@ mod answer;
 mod cli;
 mod fake;
 mod figures;
+mod hangup;
 mod load;
 mod phone;
+mod records;
 mod stream;
 
 use std::time::{Duration, Instant};

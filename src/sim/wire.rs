@@ -358,6 +358,10 @@ fn handle_text(s: &mut Shared, text: &str, tx: &mpsc::Sender<Outgoing>) {
                     ),
                 );
             }
+            if s.phone.is_idle() {
+                let at = s.sim_now(Instant::now());
+                s.trace.play_starts.push(at);
+            }
             match s
                 .phone
                 .play_payload(&media.content_type, media.sample_rate, &media.payload)

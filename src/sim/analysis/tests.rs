@@ -31,6 +31,7 @@ fn a_reply_with_a_hole_has_its_latency_and_one_gap() {
         agent,
         checkpoint_ends: vec![32],
         clears: vec![],
+        play_starts: vec![5.0, 180.0],
         caller: vec![caller(0, 0, 8, 10.0, 150.0)],
     };
     let turns = agent_turns(&trace);
@@ -54,6 +55,8 @@ fn a_reply_with_a_hole_has_its_latency_and_one_gap() {
             speech_end_ms: Some(150.0),
             first_agent_audio_ms: Some(200.0),
             response_latency_ms: Some(50.0),
+            first_play_audio_latency_ms: Some(30.0),
+            played_stream_latency_ms: Some(490.0),
             barge_in: false,
             barge_in_to_clear_ms: None,
             barge_in_to_silence_ms: None,
@@ -109,6 +112,7 @@ fn barge_in_is_timed_from_the_onset_to_the_clear_and_to_silence() {
         agent: agent(80, &[(45, 60, FULL)]),
         checkpoint_ends: vec![],
         clears: vec![(61, 1210.0)],
+        play_starts: vec![],
         caller: vec![
             caller(0, 0, 8, 0.0, 150.0),
             caller(2, 50, 10, 1045.0, 1190.0),

@@ -115,10 +115,13 @@ fn route(
         // No uuid: Plivo hangs up every call on the account.
         (["Call"] | ["Call", ""], "DELETE") => {
             let now = Utc::now();
+            let mut ended = Vec::new();
             for call in state.calls.iter_mut().filter(|c| is_active(c)) {
                 let completion = api_completion(call, now);
                 end(call, completion, now);
+                ended.push(call.call_uuid.clone());
             }
+            state.api_hung_up(ended.iter().map(String::as_str));
             StatusCode::NO_CONTENT.into_response()
         }
         (["Call", uuid], "GET") => {
@@ -231,6 +234,8 @@ fn hang_up(state: &mut State, pick: impl Fn(&FakeCall) -> bool) -> Response {
     let now = Utc::now();
     let completion = api_completion(call, now);
     end(call, completion, now);
+    let uuid = call.call_uuid.clone();
+    state.api_hung_up([uuid.as_str()]);
     StatusCode::NO_CONTENT.into_response()
 }
 

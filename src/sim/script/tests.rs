@@ -198,3 +198,51 @@ fn until_agent_silent_waits_for_a_turn_to_finish_after_the_caller_spoke() {
     assert_eq!(plans.len(), 5);
     assert_eq!(last.events, [ScriptEvent::WaitTimedOut { index: 0 }]);
 }
+
+#[test]
+fn wait_agent_waits_for_the_agent_to_finish_after_a_key_press_and_stay_quiet() {
+    let script = vec![
+        CallerStep::Dtmf("1".into()),
+        CallerStep::WaitAgent {
+            timeout: Duration::from_secs(1),
+            quiet: Duration::from_millis(40),
+        },
+    ];
+    // The greeting ended before the key; the reply is two turns (ticks 3..=5 and 7..=9)
+    // with one idle tick between them, then the agent is quiet.
+    let phone = |t: u64| match t {
+        0..=2 => view(false, true, 1),
+        3..=5 => view(true, false, 1),
+        6 => view(false, true, 2),
+        7..=9 => view(true, false, 2),
+        _ => view(false, true, 3),
+    };
+    let mut runner = Runner::new(script, Duration::from_secs(1));
+    let (plans, last) = run(&mut runner, phone, 100);
+    assert_eq!(last.finish, Some(Finish::Done));
+    // Key at tick 0; the one idle tick between the turns is not 40 ms of quiet; idle from
+    // tick 10, done at tick 12, the third idle tick (more than 40 ms).
+    assert_eq!(plans.len(), 12);
+}
+
+#[test]
+fn steps_a_hang_up_cut_off_are_listed() {
+    let script = vec![
+        CallerStep::Silence(Duration::from_millis(40)),
+        CallerStep::WaitHangup {
+            timeout: Duration::from_secs(1),
+        },
+        CallerStep::Dtmf("1".into()),
+        CallerStep::Hangup,
+    ];
+    let mut runner = Runner::new(script, Duration::from_secs(1));
+    assert_eq!(
+        runner.not_started(),
+        ["0:silence", "1:wait_hangup", "2:dtmf", "3:hangup"]
+    );
+    for tick in 0..5 {
+        let plan = runner.tick(tick, view(false, true, 0));
+        assert_eq!(plan.finish, None, "still waiting for the hang-up");
+    }
+    assert_eq!(runner.not_started(), ["2:dtmf", "3:hangup"]);
+}

@@ -113,3 +113,52 @@ async fn simulate_and_load_run_from_flags() {
     load(args).await.unwrap();
     assert_eq!(fake.seen().answers.len(), 3);
 }
+
+#[test]
+fn a_script_file_replaces_audio_and_dtmf() {
+    let demo = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/sim/demo.toml");
+    let parse = |args: &[&str]| {
+        let mut all = vec!["simulate"];
+        all.extend_from_slice(args);
+        Simulate::try_parse_from(all).map(|s| s.args)
+    };
+    let args = parse(&["--script", demo, "--api-token", "tok"]).unwrap();
+    assert!(args.call.api_token().is_some());
+    let kinds: Vec<&str> = args
+        .call
+        .config()
+        .unwrap()
+        .script
+        .iter()
+        .map(CallerStep::kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        ["wait_agent", "dtmf", "wait_agent", "audio", "wait_hangup"]
+    );
+    assert!(parse(&["--script", demo, "--dtmf", "1"]).is_err());
+    assert!(parse(&["--script", demo, "--audio", "x.wav"]).is_err());
+    let missing = parse(&["--script", "/nonexistent/s.toml"]).unwrap();
+    let err = format!("{:#}", missing.call.config().unwrap_err());
+    assert!(err.contains("/nonexistent/s.toml"), "{err}");
+}
+
+#[tokio::test]
+async fn plivo_rest_needs_a_token_and_a_loopback_address() {
+    let parse = |args: &[&str]| {
+        let mut all = vec!["simulate", "--dtmf", "1"];
+        all.extend_from_slice(args);
+        Simulate::try_parse_from(all).unwrap().args.call
+    };
+    let call = parse(&["--plivo-rest", "127.0.0.1:0"]);
+    let mut cfg = call.config().unwrap();
+    let err = call.start_plivo_rest(&mut cfg).await.unwrap_err();
+    assert!(err.to_string().contains("--auth-token"), "{err}");
+    let call = parse(&["--plivo-rest", "10.0.0.1:8089", "--auth-token", "t"]);
+    let mut cfg = call.config().unwrap();
+    assert!(call.start_plivo_rest(&mut cfg).await.is_err());
+    let call = parse(&["--plivo-rest", "127.0.0.1:0", "--auth-token", "t"]);
+    let mut cfg = call.config().unwrap();
+    let emulator = call.start_plivo_rest(&mut cfg).await.unwrap();
+    assert!(emulator.is_some() && cfg.plivo_rest.is_some());
+}

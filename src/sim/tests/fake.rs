@@ -10,11 +10,12 @@ use std::sync::{Arc, Mutex};
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::extract::Path;
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{State, ws::Utf8Bytes};
 use axum::http::{HeaderMap, Method as HttpMethod, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, post};
+use axum::routing::{any, get, post};
 use futures_util::SinkExt as _;
 
 use crate::telephony::plivo::answer::{
@@ -41,6 +42,10 @@ pub enum Action {
     Binary,
     /// Close the socket.
     Close,
+    /// Hang the call up through Plivo's REST API: `DELETE {0}{call_id}/` with Basic auth
+    /// `{1}` (the REST emulator's `.../Call/` URL and `Authorization` value), awaited
+    /// before anything else in the flush goes out.
+    RestHangup(String, String),
 }
 
 /// How the fake behaves.
@@ -64,7 +69,15 @@ pub struct FakeConfig {
     pub stream_timeout_secs: Option<u32>,
     /// Answer with this status and body instead (`{addr}` is replaced by the fake's address).
     pub raw_answer: Option<(u16, &'static str)>,
+    /// Serve `GET /v1/calls/{id}` with this JSON (`{call_id}` replaced) to the bearer
+    /// token [`RECORD_TOKEN`], after answering 404 to the first `record_misses` requests.
+    pub record: Option<&'static str>,
+    /// 404s before the record is served.
+    pub record_misses: usize,
 }
+
+/// The bearer token the fake's record endpoint accepts.
+pub const RECORD_TOKEN: &str = "api-t0ken";
 
 impl Default for FakeConfig {
     fn default() -> Self {
@@ -78,6 +91,8 @@ impl Default for FakeConfig {
             extra_headers: None,
             stream_timeout_secs: None,
             raw_answer: None,
+            record: None,
+            record_misses: 0,
         }
     }
 }
@@ -111,6 +126,8 @@ pub struct Seen {
     pub statuses: Vec<Req>,
     /// Text frames from the simulator, in order.
     pub received: Vec<String>,
+    /// `GET /v1/calls/{id}` requests, as (id, Authorization header).
+    pub record_requests: Vec<(String, Option<String>)>,
 }
 
 struct AppState {
@@ -139,6 +156,7 @@ impl Fake {
             .route("/plivo/stream", any(stream))
             .route("/plivo/hangup", post(hangup))
             .route("/plivo/stream-status", any(status))
+            .route("/v1/calls/{call_id}", get(call_record))
             .with_state(state.clone());
         tokio::spawn(async move { axum::serve(listener, app).await });
         Fake { addr, state }
@@ -251,6 +269,36 @@ async fn status(
     "ok"
 }
 
+async fn call_record(
+    State(state): State<Arc<AppState>>,
+    Path(call_id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let misses = {
+        let mut seen = state.seen.lock().unwrap();
+        seen.record_requests.push((call_id.clone(), auth.clone()));
+        seen.record_requests.len()
+    };
+    let Some(body) = state.config.record else {
+        return (axum::http::StatusCode::NOT_FOUND, "{}").into_response();
+    };
+    if auth.as_deref() != Some(&format!("Bearer {RECORD_TOKEN}")) {
+        return (axum::http::StatusCode::UNAUTHORIZED, "{}").into_response();
+    }
+    if misses <= state.config.record_misses {
+        return (axum::http::StatusCode::NOT_FOUND, "{}").into_response();
+    }
+    (
+        [("content-type", "application/json")],
+        body.replace("{call_id}", &call_id),
+    )
+        .into_response()
+}
+
 async fn stream(
     State(state): State<Arc<AppState>>,
     uri: Uri,
@@ -270,6 +318,7 @@ fn text(message: &Outbound<'_>) -> Message {
 async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
     let config = &state.config;
     let mut stream_id = String::new();
+    let mut call_id = String::new();
     let mut echo: Vec<String> = Vec::new();
     let mut bursts = 0;
     while let Some(Ok(message)) = socket.recv().await {
@@ -286,6 +335,7 @@ async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
         let chunk = match parse_inbound(frame.as_str()) {
             Ok(Inbound::Start(start)) => {
                 stream_id = start.start.stream_id.clone();
+                call_id = start.start.call_id.clone();
                 continue;
             }
             Ok(Inbound::Media(media)) => {
@@ -330,6 +380,16 @@ async fn serve(mut socket: WebSocket, state: Arc<AppState>) {
                 Action::Raw(raw) => out.push(Message::Text(Utf8Bytes::from(raw.clone()))),
                 Action::Binary => out.push(Message::Binary(Bytes::from_static(b"\x00\x01"))),
                 Action::Close => close = true,
+                Action::RestHangup(url, auth) => {
+                    let _ = reqwest::Client::builder()
+                        .no_proxy()
+                        .build()
+                        .unwrap()
+                        .delete(format!("{url}{call_id}/"))
+                        .header("authorization", auth)
+                        .send()
+                        .await;
+                }
             }
         }
         // One flush per burst, so a burst reaches the simulator in one piece.

@@ -15,7 +15,7 @@ use crate::setting::{InvalidSetting, invalid};
 #[derive(Debug, Default, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawAgent {
-    /// The agent for calls that name none (default `echo`).
+    /// The agent for calls that name none (default `flow`: the shipped demo flow).
     pub default: Option<String>,
     /// A folder of flow files (`*.toml`), loaded beside the shipped `demo` flow.
     pub flows_dir: Option<PathBuf>,
@@ -85,6 +85,9 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err.key, "agent.default");
-        assert_eq!(err.reason, "\"parrot\" is not a known agent (known: echo)");
+        assert_eq!(
+            err.reason,
+            "\"parrot\" is not a known agent (known: echo, flow)"
+        );
     }
 }

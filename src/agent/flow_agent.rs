@@ -16,17 +16,15 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use metrics::counter;
 use tracing::{debug, info, warn};
 
+use super::Agent;
 use super::flow::{Action, CallFacts, Flow, FlowRun};
 use super::seam::{AgentIo, CallInfo, Command, Event, Input, Progress, SessionGone};
 use super::turn::{TurnConfig, WordTime};
-use super::Agent;
 use crate::audio::resample::Rate;
 use crate::providers::espeak::{Espeak, SpeakOptions, Speech};
 use crate::providers::pocketsphinx::{Recognition, Recognizers};
-use crate::telemetry;
 
 /// How often the flow's timers are looked at.
 const TICK: Duration = Duration::from_millis(100);
@@ -115,7 +113,7 @@ async fn next_heard(
 #[async_trait::async_trait]
 impl Agent for FlowAgent {
     fn caller_audio_rate(&self) -> Option<Rate> {
-        self.stt.as_ref().map(|_| Rate::Hz16000)
+        self.stt.as_ref().map(|_| Rate::Hz8000)
     }
 
     async fn run(self: Box<Self>, mut io: AgentIo) {
@@ -131,7 +129,7 @@ impl Agent for FlowAgent {
             Some(stt) => match stt.open() {
                 Ok(recognition) => Some(recognition),
                 Err(error) => {
-                    counter!(telemetry::STT_FALLBACK_DTMF).increment(1);
+                    // Counted by the recognizers (`voxgate_stt_refused_total`).
                     info!(%error, "no speech recognizer for this call: DTMF only");
                     None
                 }
@@ -266,7 +264,9 @@ impl FlowAgent {
         &self,
         io: &mut AgentIo,
         call: &mut Call,
-        chunk: Option<Result<crate::providers::espeak::SpeechChunk, crate::providers::espeak::TtsError>>,
+        chunk: Option<
+            Result<crate::providers::espeak::SpeechChunk, crate::providers::espeak::TtsError>,
+        >,
     ) -> Result<(), SessionGone> {
         let Some(prompt) = call.prompt.as_mut() else {
             return Ok(());

@@ -11,14 +11,19 @@
 
 pub mod config;
 pub mod echo;
-pub mod seam;
 pub mod flow;
+pub mod flow_agent;
+pub mod seam;
 pub mod turn;
 
 use std::str::FromStr;
 use std::sync::Arc;
 
 use crate::audio::resample::Rate;
+use crate::providers::espeak::{Espeak, EspeakConfig, TtsError};
+use crate::providers::pocketsphinx::{PocketsphinxConfig, Recognizers};
+use config::AgentConfig;
+use flow::{Flow, Flows};
 pub use seam::{AgentIo, AgentLink, CallInfo, CallerAudio, Command, Event, Input, Progress};
 use turn::TurnConfig;
 
@@ -35,18 +40,21 @@ pub trait Agent: Send + 'static {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AgentKind {
     /// Plays each caller utterance back when it ends.
-    #[default]
     Echo,
+    /// Runs a scripted flow (the call's `flow_name`, else `demo`) with offline speech.
+    #[default]
+    Flow,
 }
 
 impl AgentKind {
     /// Every agent, in the order error messages list them.
-    pub const ALL: [Self; 1] = [Self::Echo];
+    pub const ALL: [Self; 2] = [Self::Echo, Self::Flow];
 
     /// The agent's name in the config file and on `POST /v1/calls`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Echo => "echo",
+            Self::Flow => "flow",
         }
     }
 
@@ -59,7 +67,7 @@ impl AgentKind {
     /// the DSP pipeline, which makes 16 kHz frames only for calls that want them).
     pub const fn caller_audio_rate(self) -> Option<Rate> {
         match self {
-            Self::Echo => Some(Rate::Hz8000),
+            Self::Echo | Self::Flow => Some(Rate::Hz8000),
         }
     }
 }
@@ -67,17 +75,29 @@ impl AgentKind {
 /// Makes an agent for each call (an embedder's own agent, or a test's).
 pub type MakeAgent = Arc<dyn Fn() -> Box<dyn Agent> + Send + Sync>;
 
-/// Builds each call's agent, and holds what every call's agent shares.
+/// The flow a call runs when it names none.
+pub const DEFAULT_FLOW: &str = "demo";
+
+/// Builds each call's agent, and holds what every call's agent shares: the flows, the
+/// offline text-to-speech and speech recognition.
 pub struct Agents {
     fallback: Arc<[i16]>,
     custom: Option<MakeAgent>,
+    flows: Arc<Flows>,
+    tts: Option<Espeak>,
+    stt: Option<Recognizers>,
 }
 
 impl Default for Agents {
+    /// Echo only: no flows can run (no text-to-speech).
     fn default() -> Self {
         Self {
             fallback: fallback_tone(),
             custom: None,
+            // The shipped demo flow is checked by its tests: it always loads.
+            flows: Arc::new(Flows::load(None).expect("the shipped demo flow validates")),
+            tts: None,
+            stt: None,
         }
     }
 }
@@ -90,7 +110,70 @@ impl std::fmt::Debug for Agents {
     }
 }
 
+/// Why the agents could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AgentsError {
+    /// A flow file is not a valid flow.
+    #[error(transparent)]
+    Flow(#[from] flow::FlowError),
+    /// Flows are the default agent but espeak-ng cannot speak.
+    #[error(
+        "the default agent runs flows, which speak with espeak-ng, and it could not start: {0} (install espeak-ng-data, or set agent.default = \"echo\")"
+    )]
+    NoSpeech(TtsError),
+}
+
 impl Agents {
+    /// Loads the flows (the shipped `demo` and `config.flows_dir`'s; one that does not
+    /// validate stops start-up) and starts espeak-ng and, when enabled, pocketsphinx.
+    /// Without speech recognition flows run on key presses alone.
+    pub fn start(
+        config: &AgentConfig,
+        espeak: &EspeakConfig,
+        pocketsphinx: &PocketsphinxConfig,
+    ) -> Result<Self, AgentsError> {
+        let flows = Flows::load(config.flows_dir.as_deref())?;
+        let tts = match Espeak::start(espeak) {
+            Ok(tts) => Some(tts),
+            Err(error) if config.default == AgentKind::Flow => {
+                return Err(AgentsError::NoSpeech(error));
+            }
+            Err(error) => {
+                tracing::warn!(%error, "espeak-ng could not start: calls asking for a flow get the echo agent");
+                None
+            }
+        };
+        let stt = if pocketsphinx.enabled {
+            Recognizers::start(pocketsphinx)
+                .inspect_err(|error| {
+                    tracing::warn!(%error, "pocketsphinx could not start: flows hear key presses only")
+                })
+                .ok()
+        } else {
+            None
+        };
+        Ok(Self {
+            fallback: fallback_tone(),
+            custom: None,
+            flows: Arc::new(flows),
+            tts,
+            stt,
+        })
+    }
+
+    /// The flow a call of `kind` runs, if it runs one (`flow`, else [`DEFAULT_FLOW`]; an
+    /// unknown name runs the default, with a warning).
+    fn flow(&self, kind: AgentKind, flow: Option<&str>) -> Option<Arc<Flow>> {
+        if kind != AgentKind::Flow && flow.is_none() {
+            return None;
+        }
+        let name = flow.unwrap_or(DEFAULT_FLOW);
+        self.flows.get(name).or_else(|| {
+            tracing::warn!(flow = name, "no such flow: running the default");
+            self.flows.get(DEFAULT_FLOW)
+        })
+    }
+
     /// Every call runs the agent `make` builds, whatever its plan says (for embedding
     /// voxgate with an agent of one's own, and for tests).
     pub fn custom(make: MakeAgent) -> Self {
@@ -101,13 +184,20 @@ impl Agents {
     }
 
     /// A fresh agent of `kind` for one call (running `flow`, for a flow agent).
-    pub fn build(&self, kind: AgentKind, _flow: Option<&str>) -> Box<dyn Agent> {
+    pub fn build(&self, kind: AgentKind, flow: Option<&str>) -> Box<dyn Agent> {
         if let Some(make) = &self.custom {
             return make();
         }
-        match kind {
-            AgentKind::Echo => Box::new(echo::EchoAgent::new(echo::MAX_UTTERANCE_MS)),
+        if kind == AgentKind::Flow
+            && let (Some(flow), Some(tts)) = (self.flow(kind, flow), &self.tts)
+        {
+            return Box::new(flow_agent::FlowAgent::new(
+                flow,
+                tts.clone(),
+                self.stt.clone(),
+            ));
         }
+        Box::new(echo::EchoAgent::new(echo::MAX_UTTERANCE_MS))
     }
 
     /// The rate a call of `kind` takes the caller's audio at (decided before the stream
@@ -120,8 +210,14 @@ impl Agents {
     }
 
     /// Turn-taking for a call of `kind` (running `flow`) until its agent says otherwise.
-    pub fn turn_config(&self, _kind: AgentKind, _flow: Option<&str>) -> TurnConfig {
-        TurnConfig::default()
+    pub fn turn_config(&self, kind: AgentKind, flow: Option<&str>) -> TurnConfig {
+        match self.flow(kind, flow) {
+            Some(flow) if kind == AgentKind::Flow => TurnConfig {
+                interruption: flow.interruption(),
+                ..TurnConfig::default()
+            },
+            _ => TurnConfig::default(),
+        }
     }
 
     /// What the caller hears when the agent fails (8 kHz), before voxgate hangs up.

@@ -91,6 +91,7 @@ struct RawConfig {
     agent: RawAgent,
     #[serde(default)]
     espeak: RawEspeak,
+    #[serde(default)]
     pocketsphinx: RawPocketsphinx,
     #[serde(default)]
     http: RawHttp,

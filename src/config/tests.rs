@@ -355,10 +355,10 @@ fn every_shipped_example_parses_and_round_trips() {
 }
 
 #[test]
-fn the_default_agent_is_echo_and_can_be_named() {
+fn the_default_agent_runs_flows_and_echo_can_be_named() {
     let config = Config::load(None, &env(&[]), CliOverrides::default()).unwrap();
-    assert_eq!(config.agent.default, AgentKind::Echo);
-    assert!(config.to_toml().contains("[agent]\ndefault = \"echo\""));
+    assert_eq!(config.agent.default, AgentKind::Flow);
+    assert!(config.to_toml().contains("[agent]\ndefault = \"flow\""));
     let from_file = Config::load(
         Some("[agent]\ndefault = \"echo\"\n"),
         &env(&[]),

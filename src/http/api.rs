@@ -27,11 +27,11 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::AppState;
 use crate::agent::AgentKind;
-use crate::transcript::{HungUpBy, TranscriptEntry, TurnLatency};
 use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::{ControlPlane, HangupError, NewCall, PlaceError};
 use crate::control::store::{CallFilter, Page, SinkKind, StoreError};
 use crate::telephony::plivo::rest::RestError;
+use crate::transcript::{HungUpBy, TranscriptEntry, TurnLatency};
 
 /// Most calls one listing page returns.
 const MAX_PAGE: usize = 200;
@@ -342,6 +342,7 @@ pub enum EventName {
 #[allow(dead_code)]
 pub enum AgentName {
     Echo,
+    Flow,
 }
 
 /// Where events go: the Redis queue or the backend's HTTP endpoint.

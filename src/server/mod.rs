@@ -156,7 +156,9 @@ impl Server {
         }
         // The agent of calls that choose none, chosen here only.
         let default_agent = config.agent.default;
-        let agents = crate::agent::Agents::default();
+        let agents =
+            crate::agent::Agents::start(&config.agent, &config.espeak, &config.pocketsphinx)
+                .context("starting the agents")?;
         let verifier = config
             .plivo
             .verify_signatures

@@ -20,6 +20,8 @@ use crate::agent::turn::{WordTime, heard_text};
 use crate::telemetry;
 use crate::transcript::{ConversationRecord, Speaker, TranscriptEntry, TurnLatency};
 
+/// An agent turn decided within this long of the end of the caller's turn answers it.
+const ANSWER_WINDOW: Duration = Duration::from_secs(5);
 /// Caller turns the book keeps per call (later ones are counted, not kept).
 const MAX_ENTRIES: usize = 2_000;
 
@@ -206,9 +208,12 @@ impl Book {
     /// The agent opened `turn`, played as `playout_turn`. It answers the caller's last
     /// ended turn, if it was decided after it.
     pub(super) fn opened(&mut self, turn: u64, playout_turn: u64, text: String, decided: Instant) {
-        let answered = self
-            .answering
-            .take_if(|answered| decided >= answered.end_of_turn_at);
+        // A turn decided long after the caller's turn ended answers a timer (a reprompt, a
+        // silence follow-up), not the caller.
+        let answered = self.answering.take_if(|answered| {
+            decided >= answered.end_of_turn_at
+                && decided.duration_since(answered.end_of_turn_at) < ANSWER_WINDOW
+        });
         self.agent.push(AgentTurn {
             turn,
             playout_turn,

@@ -411,8 +411,10 @@ async fn a_failing_agent_gets_a_fallback_line_and_a_hang_up(how: Misbehaviour) {
             reason: "agent_failed"
         }
     );
-    // One second of tone (50 frames) plus the fallback line (0.5 s: 25 frames).
-    assert_eq!(play_audio_count(&seen), 75);
+    // The tone (the caller's utterance barges in on it, so at least the 200 ms lead of it
+    // went out), then the whole fallback line (0.5 s: 25 frames), which nothing cuts.
+    let sent = play_audio_count(&seen);
+    assert!((35..=75).contains(&sent), "{sent} frames");
     assert!(
         journal
             .find(|e| matches!(e, Event::SpeechEnded { .. }))
@@ -424,8 +426,8 @@ async fn a_failing_agent_gets_a_fallback_line_and_a_hang_up(how: Misbehaviour) {
             .find(|e| matches!(e, Event::HangUp { by: "voxgate", .. }))
             .is_some()
     );
-    // Paced: 1.5 s of audio cannot all have been sent in less than 1.3 s.
-    assert!(started.elapsed() >= Duration::from_millis(1_300));
+    // Paced: the 0.5 s fallback line alone cannot have been sent in less than 0.4 s.
+    assert!(started.elapsed() >= Duration::from_millis(400));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,5 +1,5 @@
 //! One recogniser: a loaded pocketsphinx decoder, the grammar of what it listens for, and
-//! its utterances, in safe Rust over [`super::ffi`].
+//! its utterances, in safe Rust over the `ffi` bindings.
 //!
 //! Audio comes in as 8 kHz telephone frames and is widened to the 16 kHz model's rate by
 //! zero-stuffing (spectral folding: the 0–4 kHz band is mirrored into 4–8 kHz). On the

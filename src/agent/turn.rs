@@ -10,7 +10,9 @@
 //! Rules (DESIGN.md "The agent runtime", providers.md §8):
 //! - Barge-in only while the agent is audible, at most once per agent turn, never with
 //!   [`Interruption::None`]. With a VAD condition, only after `min_speech_ms` of speech
-//!   measured from its onset: a click or cough shorter than that never cuts the agent. With
+//!   measured from its onset and only while the VAD still hears voice (see
+//!   [`TurnTaking::voiced`]): a click or cough shorter than that never cuts the agent, even
+//!   though the VAD's end of it comes a hangover (400 ms) later. With
 //!   an STT condition, only for a word that is not a filler, so a backchannel "mm-hmm" never
 //!   cuts it.
 //! - Speech that overlapped the agent without barging in is not a turn: the agent does not
@@ -244,7 +246,13 @@ pub struct TurnTaking {
     text: String,
     /// [`EndOfTurn::Both`]: the VAD end seen, waiting for the final until this time.
     awaiting_final: Option<(u64, u64)>,
+    /// End of the latest frame the VAD reported voiced.
+    voiced_until_ms: u64,
 }
+
+/// How far the latest voiced frame may lie behind the clock for speech to count as going
+/// on: two frames, as the DSP thread may be a frame behind the session.
+pub const VOICE_GAP_MS: u64 = 40;
 
 impl TurnTaking {
     /// A policy with `config`, the agent silent and the caller not speaking.
@@ -259,6 +267,7 @@ impl TurnTaking {
             final_in_speech: false,
             text: String::new(),
             awaiting_final: None,
+            voiced_until_ms: 0,
         }
     }
 
@@ -280,8 +289,18 @@ impl TurnTaking {
         }
     }
 
-    /// The VAD declared speech that began at `onset_ms` (at or before `now_ms`).
+    /// The VAD reported voice up to `until_ms`: the end of the latest frame it called voiced
+    /// (webrtc-vad's short hold included). The owner passes it before every
+    /// [`poll`](Self::poll); a speech whose voice stopped more than [`VOICE_GAP_MS`] ago
+    /// does not barge in, though its `SpeechEnded` is still to come.
+    pub fn voiced(&mut self, until_ms: u64) {
+        self.voiced_until_ms = self.voiced_until_ms.max(until_ms);
+    }
+
+    /// The VAD declared speech that began at `onset_ms` (at or before `now_ms`); the start
+    /// is decided on a voiced frame, so voice is heard up to `now_ms`.
     pub fn speech_started(&mut self, onset_ms: u64, now_ms: u64) -> Option<Decision> {
+        self.voiced(now_ms);
         let onset_ms = onset_ms.min(now_ms);
         self.speech = Some(Speech {
             onset_ms,
@@ -410,15 +429,19 @@ impl TurnTaking {
             && self.config.interruption != Interruption::None
     }
 
-    /// Whether the speech so far lasted `min_speech_ms` (an ended speech counts only
-    /// within the STT grace after its end, so a late word still joins it).
+    /// Whether the speech so far lasted `min_speech_ms` and the voice goes on (an ended
+    /// speech counts only within the STT grace after its end, so a late word still joins
+    /// it).
     fn vad_condition(&self, now_ms: u64) -> bool {
         let Some(speech) = self.speech else {
             return false;
         };
         let min = self.config.min_speech_ms;
         match speech.end_ms {
-            None => now_ms.saturating_sub(speech.onset_ms) >= min,
+            None => {
+                now_ms.saturating_sub(speech.onset_ms) >= min
+                    && now_ms.saturating_sub(self.voiced_until_ms) <= VOICE_GAP_MS
+            }
             Some(end) => {
                 end - speech.onset_ms >= min
                     && now_ms.saturating_sub(end) <= self.config.stt_grace_ms

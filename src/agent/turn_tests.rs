@@ -15,7 +15,17 @@ fn talking(interruption: Interruption) -> TurnTaking {
     turn
 }
 
-/// Polls every 20 ms from `from` to `to` (inclusive) and returns the first decision and its time.
+/// Polls every 20 ms from `from` to `to` (inclusive), the caller's voice going on all the
+/// while, and returns the first decision and its time.
+fn poll_speaking(turn: &mut TurnTaking, from: u64, to: u64) -> Option<(u64, Decision)> {
+    (from..=to).step_by(20).find_map(|t| {
+        turn.voiced(t);
+        turn.poll(t).map(|d| (t, d))
+    })
+}
+
+/// Polls every 20 ms from `from` to `to` (inclusive), no new voice heard, and returns the
+/// first decision and its time.
 fn poll_until(turn: &mut TurnTaking, from: u64, to: u64) -> Option<(u64, Decision)> {
     (from..=to)
         .step_by(20)
@@ -29,7 +39,7 @@ fn vad_barge_in_fires_at_min_speech_from_the_onset() {
     assert_eq!(turn.speech_started(1_000, 1_060), None);
     assert_eq!(turn.next_deadline(), Some(1_250));
     assert_eq!(
-        poll_until(&mut turn, 1_080, 2_000),
+        poll_speaking(&mut turn, 1_080, 2_000),
         Some((1_260, Decision::BargeIn { onset_ms: 1_000 }))
     );
 }
@@ -46,12 +56,29 @@ fn vad_barge_in_is_immediate_when_the_vad_was_slower_than_min_speech() {
 #[test]
 fn a_100_ms_click_never_cuts_the_agent() {
     let mut turn = talking(Interruption::Vad);
-    assert_eq!(turn.speech_started(1_000, 1_040), None);
-    assert_eq!(poll_until(&mut turn, 1_040, 1_100), None);
+    // As the VAD reports it: voiced from 1 000 to 1 160 (the click and webrtc-vad's hold),
+    // speech declared at 1 120, and its end only after the 400 ms hangover.
+    assert_eq!(turn.speech_started(1_000, 1_120), None);
+    turn.voiced(1_160);
+    assert_eq!(poll_until(&mut turn, 1_140, 1_540), None);
     // Over the agent and no barge-in: not a turn either.
-    assert_eq!(turn.speech_ended(1_100, 1_100), None);
-    assert_eq!(poll_until(&mut turn, 1_120, 3_000), None);
+    assert_eq!(turn.speech_ended(1_100, 1_540), None);
+    assert_eq!(poll_until(&mut turn, 1_560, 3_000), None);
     assert_eq!(turn.next_deadline(), None);
+}
+
+#[test]
+fn speech_that_pauses_at_min_speech_cuts_in_when_the_voice_resumes() {
+    let mut turn = talking(Interruption::Vad);
+    turn.speech_started(1_000, 1_120);
+    turn.voiced(1_200);
+    // A pause from 1 200: no barge-in at 1 250 nor while the voice is away.
+    assert_eq!(poll_until(&mut turn, 1_140, 1_400), None);
+    turn.voiced(1_420);
+    assert_eq!(
+        turn.poll(1_420),
+        Some(Decision::BargeIn { onset_ms: 1_000 })
+    );
 }
 
 #[test]
@@ -127,13 +154,13 @@ fn both_needs_min_speech_and_a_word() {
     assert_eq!(turn.transcript("hold", false, 1_100), None);
     assert_eq!(turn.next_deadline(), Some(1_250));
     assert_eq!(
-        poll_until(&mut turn, 1_120, 2_000),
+        poll_speaking(&mut turn, 1_120, 2_000),
         Some((1_260, Decision::BargeIn { onset_ms: 1_000 }))
     );
     // Min speech first: barge-in waits for the word.
     let mut turn = talking(Interruption::Both);
     turn.speech_started(1_000, 1_060);
-    assert_eq!(poll_until(&mut turn, 1_080, 1_600), None);
+    assert_eq!(poll_speaking(&mut turn, 1_080, 1_620), None);
     assert_eq!(
         turn.transcript("hold on", false, 1_620),
         Some(Decision::BargeIn { onset_ms: 1_000 })
@@ -238,7 +265,7 @@ fn end_of_turn_by_both_waits_again_when_the_caller_goes_on() {
 fn a_barge_in_turn_ends_normally_with_its_words() {
     let mut turn = talking(Interruption::Vad);
     turn.speech_started(1_000, 1_060);
-    assert!(poll_until(&mut turn, 1_080, 1_300).is_some());
+    assert!(poll_speaking(&mut turn, 1_080, 1_300).is_some());
     turn.transcript("no wait", true, 1_500);
     turn.set_agent_audible(false, 1_320);
     assert_eq!(

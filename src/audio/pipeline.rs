@@ -140,6 +140,8 @@ struct CallShared {
     record: Option<ArrayQueue<PooledFrame>>,
     waker: AtomicWaker,
     closed: AtomicBool,
+    /// [`VoiceDetector::voiced_until_ms`] after the latest frame; 0 before any voice.
+    voiced_until_ms: AtomicU64,
     stats: CallStats,
 }
 
@@ -259,6 +261,7 @@ impl Pipeline {
             record: options.record.then(|| ArrayQueue::new(out)),
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
+            voiced_until_ms: AtomicU64::new(0),
             stats: CallStats::default(),
         });
         worker
@@ -314,6 +317,13 @@ impl CallHandle {
     #[inline]
     pub fn pop_event(&self) -> Option<VadEvent> {
         self.call.events.pop()
+    }
+
+    /// The end (media clock, ms) of the latest caller frame the VAD reported voiced; 0
+    /// before any. Turn-taking reads it to tell speech that goes on from a click.
+    #[inline]
+    pub fn voiced_until_ms(&self) -> u64 {
+        self.call.voiced_until_ms.load(Ordering::Relaxed)
     }
 
     /// The next 16 kHz frame for speech-to-text, if the call asked for them.
@@ -536,11 +546,15 @@ fn process_frame(
         }
     };
 
-    if let Some(vad) = call.vad.as_mut()
-        && let Ok(Some(event)) = vad.process(narrow.samples(), timestamp)
-    {
-        push_out(&shared.events, event, &shared.stats, stats);
-        shared.waker.wake();
+    if let Some(vad) = call.vad.as_mut() {
+        let event = vad.process(narrow.samples(), timestamp);
+        if let Some(until) = vad.voiced_until_ms() {
+            shared.voiced_until_ms.store(until, Ordering::Relaxed);
+        }
+        if let Ok(Some(event)) = event {
+            push_out(&shared.events, event, &shared.stats, stats);
+            shared.waker.wake();
+        }
     }
     if let (Some(queue), Some(wide)) = (&shared.stt, wide) {
         push_out(queue, wide, &shared.stats, stats);

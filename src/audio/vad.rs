@@ -271,6 +271,14 @@ impl VoiceDetector {
         Ok(self.smoother.step(voiced, timestamp_ms))
     }
 
+    /// The end (media clock, ms) of the last frame webrtc-vad reported voiced, its hold
+    /// included; `None` before any voiced frame or after a reset. Turn-taking reads it to
+    /// tell speech that goes on from a short sound whose `SpeechEnded` is still a hangover
+    /// away.
+    pub fn voiced_until_ms(&self) -> Option<u64> {
+        self.smoother.voiced_until_ms
+    }
+
     /// Whether the caller is speaking: after a `SpeechStarted` and before its `SpeechEnded`.
     pub fn is_speaking(&self) -> bool {
         matches!(self.smoother.state, State::Speaking { .. })
@@ -285,6 +293,7 @@ impl VoiceDetector {
         self.vad.set_sample_rate(SampleRate::Rate8kHz);
         self.vad.set_mode(self.mode.to_webrtc());
         self.smoother.state = State::Silence;
+        self.smoother.voiced_until_ms = None;
     }
 }
 
@@ -298,6 +307,8 @@ struct Smoother {
     end_frames: u32,
     hold_ms: u64,
     state: State,
+    /// End of the last reported-voiced frame.
+    voiced_until_ms: Option<u64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -323,10 +334,14 @@ impl Smoother {
             end_frames: (cfg.hangover_ms.saturating_sub(hold) / FRAME_MS).max(1),
             hold_ms: u64::from(hold),
             state: State::Silence,
+            voiced_until_ms: None,
         }
     }
 
     fn step(&mut self, voiced: bool, ts: u64) -> Option<VadEvent> {
+        if voiced {
+            self.voiced_until_ms = Some(ts.saturating_add(u64::from(FRAME_MS)));
+        }
         let (next, event) = match (self.state, voiced) {
             (State::Silence | State::Rising { .. }, false) => (State::Silence, None),
             (State::Silence, true) => self.rise(ts, 1, ts),

@@ -186,6 +186,7 @@ impl Conversation {
             let now_ms = stream.clock.now_ms(now);
             self.policy
                 .set_agent_audible(self.playout.is_audible(now), now_ms);
+            self.policy.voiced(stream.call.voiced_until_ms());
             let decision = match event {
                 VadEvent::SpeechStarted { onset_ms, .. } => {
                     self.journal.record(Journaled::SpeechStarted { onset_ms });
@@ -217,6 +218,7 @@ impl Conversation {
         let now_ms = stream.clock.now_ms(now);
         self.policy
             .set_agent_audible(self.playout.is_audible(now), now_ms);
+        self.policy.voiced(stream.call.voiced_until_ms());
         let decision = self.policy.poll(now_ms);
         self.decide(decision, stream, now, out);
         self.pump(stream, now, out);

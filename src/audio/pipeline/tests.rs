@@ -150,6 +150,7 @@ fn a_full_input_drops_the_oldest_frame_and_counts_it() {
             record: None,
             waker: AtomicWaker::new(),
             closed: AtomicBool::new(false),
+            voiced_until_ms: AtomicU64::new(0),
             stats: CallStats::default(),
         }),
         worker,

@@ -313,6 +313,27 @@ fn end_comes_after_hangover_and_takes_the_hold_off() {
 }
 
 #[test]
+fn voiced_until_follows_the_last_reported_voiced_frame() {
+    // A 100 ms click as webrtc-vad reports it (5 frames plus the 60 ms hold = 8 frames):
+    // speech starts, and the voice visibly stops at 160 ms while the end is still a
+    // hangover away.
+    let mut smoother = Smoother::new(VadConfig::default());
+    assert_eq!(smoother.voiced_until_ms, None);
+    for (i, c) in "11111111.....".bytes().enumerate() {
+        smoother.step(c == b'1', 20 * i as u64);
+    }
+    assert!(matches!(smoother.state, State::Speaking { .. }));
+    assert_eq!(smoother.voiced_until_ms, Some(160));
+    smoother.step(true, 260);
+    assert_eq!(smoother.voiced_until_ms, Some(280));
+
+    let mut vad = VoiceDetector::new(VadConfig::default()).expect("valid config");
+    vad.smoother.voiced_until_ms = Some(500);
+    vad.reset();
+    assert_eq!(vad.voiced_until_ms(), None);
+}
+
+#[test]
 fn timestamps_only_label_events() {
     let cfg = VadConfig::default();
     let pattern = format!("..{}{}", "1".repeat(10), ".".repeat(20));

@@ -297,6 +297,8 @@ impl Served {
             .arg("--no-verify-signatures")
             .env_remove("PLIVO_AUTH_TOKEN")
             .env("RUST_LOG", "warn")
+            // These calls measure the media path with the echo agent, not the demo flow.
+            .env("VOXGATE_AGENT", "echo")
             .envs(extra_env.iter().copied())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -244,6 +244,7 @@ impl FlowAgent {
         call: &mut Call,
         heard: crate::providers::pocketsphinx::Heard,
     ) -> Result<(), SessionGone> {
+        debug!(text = %heard.text, is_final = heard.is_final, listening = call.listening, "recogniser result");
         if heard.text.trim().is_empty() {
             return Ok(());
         }

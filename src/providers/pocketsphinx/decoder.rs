@@ -179,12 +179,14 @@ impl Decoder {
         self.raw.process_raw(&self.wide) && self.raw.in_speech()
     }
 
-    /// The best guess so far in the utterance under way.
-    pub fn partial(&mut self) -> Option<String> {
+    /// Writes the best guess so far in the utterance under way into `out` (reusing its
+    /// capacity); false, and `out` empty, when there is none.
+    pub fn partial(&mut self, out: &mut String) -> bool {
         if !self.in_utterance {
-            return None;
+            out.clear();
+            return false;
         }
-        self.raw.hyp().filter(|h| !h.is_empty())
+        self.raw.hyp_into(out) && !out.is_empty()
     }
 
     /// Ends the utterance under way and returns what it decoded to, if anything.

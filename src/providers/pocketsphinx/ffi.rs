@@ -178,15 +178,24 @@ impl RawDecoder {
 
     /// The current best hypothesis (partial mid-utterance, final after `end_utt`).
     pub(super) fn hyp(&mut self) -> Option<String> {
+        let mut text = String::new();
+        self.hyp_into(&mut text).then_some(text)
+    }
+
+    /// Writes the current best hypothesis into `out` (cleared first; its capacity reused,
+    /// so a hypothesis that fits allocates nothing); false when there is none.
+    pub(super) fn hyp_into(&mut self, out: &mut String) -> bool {
+        out.clear();
         // SAFETY: self.ps is live; a NULL score pointer is allowed (pocketsphinx.c checks).
         let text = unsafe { ps_get_hyp(self.ps.as_ptr(), std::ptr::null_mut()) };
+        if text.is_null() {
+            return false;
+        }
         // SAFETY: a non-NULL hyp is a NUL-terminated string owned by the decoder, valid
-        // until the next call on it; it is copied before returning.
-        (!text.is_null()).then(|| {
-            unsafe { CStr::from_ptr(text) }
-                .to_string_lossy()
-                .into_owned()
-        })
+        // until the next call on it; it is copied into `out` here.
+        let text = unsafe { CStr::from_ptr(text) };
+        out.push_str(&text.to_string_lossy());
+        true
     }
 
     /// The words of the current hypothesis with their frames, fillers included.

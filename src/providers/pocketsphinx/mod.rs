@@ -150,6 +150,8 @@ impl Recognizers {
                 .map_err(|e| SttError::Unavailable(format!("cannot start a worker: {e}")))?;
             let worker = Arc::new(WorkerShared {
                 incoming: Mutex::new(Vec::new()),
+                incoming_waiting: AtomicBool::new(false),
+                sleeping: AtomicBool::new(false),
                 open: AtomicUsize::new(0),
                 capacity: per_worker,
                 shutdown: AtomicBool::new(false),
@@ -198,6 +200,7 @@ impl Recognizers {
         let shared = Arc::new(StreamShared {
             frames: ArrayQueue::new(pool::QUEUE_FRAMES),
             expect: Mutex::new(None),
+            expect_changed: AtomicBool::new(false),
             pushed: AtomicUsize::new(0),
             end_after: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
@@ -211,6 +214,7 @@ impl Recognizers {
                 shared: Arc::clone(&shared),
                 results,
             });
+        worker.incoming_waiting.store(true, Ordering::Release);
         worker.thread.unpark();
         metrics::gauge!(telemetry::STT_STREAMS).increment(1.0);
         Ok(Recognition {
@@ -263,6 +267,7 @@ impl Recognition {
     /// `-`, are left out.
     pub fn expect(&self, phrases: &[String]) {
         *self.shared.expect.lock().unwrap_or_else(|e| e.into_inner()) = Some(phrases.to_vec());
+        self.shared.expect_changed.store(true, Ordering::Release);
         self.worker.thread.unpark();
     }
 
@@ -279,7 +284,7 @@ impl Recognition {
             return false;
         }
         self.shared.pushed.fetch_add(1, Ordering::AcqRel);
-        self.worker.thread.unpark();
+        self.worker.nudge();
         true
     }
 

@@ -6,8 +6,8 @@
 //! - Audio goes through each stream's own [`ArrayQueue`] of [`QUEUE_FRAMES`] frames: the
 //!   caller's push never blocks; when full the frame is handed back (refused) and counted.
 //! - Control (expect, end of utterance, close) is a few flags and one small mutex-guarded
-//!   slot per stream, read by the worker between frames; the lock is held only to move a
-//!   `Vec` in or out.
+//!   slot per stream, read by the worker between frames; the lock is taken only when its
+//!   flag says the slot changed, and held only to move a `Vec` in or out.
 //! - Results go back on a bounded tokio channel with `try_send`; a full channel drops the
 //!   result and counts it (partials are only ever a guess that the next one replaces).
 //! - Utterances end when the caller says so ([`super::Recognition::end_utterance`], from
@@ -15,12 +15,13 @@
 //!   "se-ven" would split one answer in two. Each end sends one final, empty when nothing
 //!   was heard. An utterance left open is ended after 30 s.
 //! - A worker never blocks on a caller: it parks only when no stream has work, and is
-//!   woken by a push or a control change.
+//!   woken by a control change, or by a push only if it is parked (so a busy worker costs
+//!   a caller's frame no syscall).
 //!
 //! Budget per frame on the worker: no allocation (the decoder reuses its buffers) except
 //! when a partial or final is sent.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering, fence};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, Thread};
 use std::time::Duration;
@@ -57,6 +58,8 @@ pub(super) struct StreamShared {
     pub(super) frames: ArrayQueue<Frame>,
     /// A new list of phrases to expect, not yet applied.
     pub(super) expect: Mutex<Option<Vec<String>>>,
+    /// `expect` holds a list the worker has not taken yet.
+    pub(super) expect_changed: AtomicBool,
     /// Frames pushed so far (the worker ends the utterance once it has taken this many).
     pub(super) pushed: AtomicUsize,
     /// `pushed` when the caller last asked for a final, plus one; 0 = none asked.
@@ -73,12 +76,28 @@ pub(super) struct NewStream {
 /// What the pool and a worker share.
 pub(super) struct WorkerShared {
     pub(super) incoming: Mutex<Vec<NewStream>>,
+    /// `incoming` may hold a stream.
+    pub(super) incoming_waiting: AtomicBool,
+    /// The worker is parked, or about to be: a push must wake it.
+    pub(super) sleeping: AtomicBool,
     /// Streams assigned and not yet dropped.
     pub(super) open: AtomicUsize,
     /// Decoders this worker owns.
     pub(super) capacity: usize,
     pub(super) shutdown: AtomicBool,
     pub(super) thread: Thread,
+}
+
+impl WorkerShared {
+    /// Wakes the worker after a push, if it is parked (a futex call only then).
+    pub(super) fn nudge(&self) {
+        // Pairs with the fence in `run`: either the worker sees the frame before it parks,
+        // or this sees it sleeping.
+        fence(Ordering::SeqCst);
+        if self.sleeping.load(Ordering::SeqCst) {
+            self.thread.unpark();
+        }
+    }
 }
 
 /// A stream a worker is decoding.
@@ -95,6 +114,8 @@ struct Active {
     frames_in_utterance: u32,
     since_partial: u32,
     last_partial: String,
+    /// The latest look at the partial hypothesis.
+    guess: String,
 }
 
 /// Runs one worker until shutdown: `decoders` are its own for its whole life.
@@ -120,18 +141,27 @@ pub(super) fn run(worker: Arc<WorkerShared>, mut decoders: Vec<Decoder>) {
             worked |= stream.step();
         }
         if !worked {
-            thread::park_timeout(IDLE_PARK);
+            worker.sleeping.store(true, Ordering::SeqCst);
+            fence(Ordering::SeqCst);
+            if active.iter().all(|s| s.shared.frames.is_empty()) {
+                thread::park_timeout(IDLE_PARK);
+            }
+            worker.sleeping.store(false, Ordering::SeqCst);
         }
     }
 }
 
 /// Gives each waiting stream a decoder.
 fn attach(worker: &WorkerShared, decoders: &mut Vec<Decoder>, active: &mut Vec<Active>) {
+    if !worker.incoming_waiting.swap(false, Ordering::AcqRel) {
+        return;
+    }
     let mut incoming = worker.incoming.lock().unwrap_or_else(|e| e.into_inner());
     while !incoming.is_empty() {
         let Some(decoder) = decoders.pop() else {
             // Not reached: streams are assigned only up to `capacity`, and closed ones
             // give their decoder back above. Left waiting if it were.
+            worker.incoming_waiting.store(true, Ordering::Release);
             return;
         };
         let NewStream { shared, results } = incoming.remove(0);
@@ -149,6 +179,7 @@ fn attach(worker: &WorkerShared, decoders: &mut Vec<Decoder>, active: &mut Vec<A
             frames_in_utterance: 0,
             since_partial: 0,
             last_partial: String::new(),
+            guess: String::with_capacity(256),
         });
     }
 }
@@ -157,12 +188,15 @@ impl Active {
     /// Applies control changes and decodes up to [`BATCH`] frames; true if it did anything.
     fn step(&mut self) -> bool {
         let mut worked = false;
-        let phrases = self
-            .shared
-            .expect
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
+        let phrases = if self.shared.expect_changed.swap(false, Ordering::AcqRel) {
+            self.shared
+                .expect
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take()
+        } else {
+            None
+        };
         if let Some(phrases) = phrases {
             // A new question: what was heard of the old one is dropped.
             self.decoder.expect(&phrases);
@@ -219,15 +253,13 @@ impl Active {
     }
 
     fn send_partial(&mut self) {
-        let Some(text) = self.decoder.partial() else {
-            return;
-        };
-        if text == self.last_partial {
+        // Into a reused buffer: an unchanged guess (most looks) allocates nothing.
+        if !self.decoder.partial(&mut self.guess) || self.guess == self.last_partial {
             return;
         }
-        self.last_partial.clone_from(&text);
+        self.last_partial.clone_from(&self.guess);
         self.send(Heard {
-            text,
+            text: self.guess.clone(),
             words: Vec::new(),
             is_final: false,
         });

@@ -376,13 +376,22 @@ async fn a_100_ms_click_during_a_prompt_does_not_cut_it() {
         "the click cleared the phone"
     );
     let journal = server.journal(&report.call_uuid).unwrap();
+    // Else this test would prove nothing: the VAD did take the click for speech.
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::SpeechStarted { .. }))
+            .is_some(),
+        "the VAD never heard the click"
+    );
     assert!(
         journal
             .find(|e| matches!(e, Event::BargeIn { .. }))
             .is_none(),
         "the server barged in on a click"
     );
-    // The prompt went on playing: its turn is not marked interrupted.
+    // The prompt went on playing: its turn is not marked interrupted, and the click is
+    // no caller turn.
     let story = record.agent_line(1).expect("the story's turn");
     assert_ne!(story.interrupted, Some(true), "{story:?}");
+    assert_eq!(record.caller_lines().count(), 0, "{:?}", record.transcript);
 }

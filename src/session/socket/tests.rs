@@ -344,6 +344,8 @@ enum Misbehaviour {
     Stuck,
     /// Panics on the next input.
     Panics,
+    /// Reads its inbox ten times slower than caller frames come, for good.
+    Slow,
 }
 
 struct BadAgent(Misbehaviour);
@@ -364,6 +366,11 @@ impl crate::agent::Agent for BadAgent {
             Misbehaviour::Panics => {
                 io.next().await;
                 panic!("the test agent panics");
+            }
+            Misbehaviour::Slow => {
+                while io.next().await.is_some() {
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
             }
         }
     }
@@ -438,4 +445,44 @@ async fn a_stuck_agent_gets_a_fallback_line_and_a_hang_up() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_agent_gets_a_fallback_line_and_a_hang_up() {
     a_failing_agent_gets_a_fallback_line_and_a_hang_up(Misbehaviour::Panics).await;
+}
+
+/// An agent that reads its inbox ten times slower than frames come is slow, not failed:
+/// the caller's speech still goes through the pipeline, the agent's tone plays out whole,
+/// and the call is not ended for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_agent_stalls_neither_media_nor_playout() {
+    let deps = deps_with(Misbehaviour::Slow);
+    let attachment = deps.sessions.attach(&id("slow")).unwrap();
+    let journal = Arc::clone(&attachment.journal);
+    // The caller's utterance at once, then the line stays open for 3 s and closes.
+    let incoming = stream::iter(caller_messages())
+        .chain(stream::pending().take_until(Box::pin(tokio::time::sleep(Duration::from_secs(3)))));
+    let (sink, seen) = recording_peer();
+    tokio::time::timeout(
+        Duration::from_secs(20),
+        run(incoming, sink, attachment, deps),
+    )
+    .await
+    .expect("the session ended when the caller left");
+    assert_ne!(
+        ended(&journal),
+        Event::StreamEnded {
+            reason: "agent_failed"
+        }
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::HangUp { .. }))
+            .is_none(),
+        "a slow agent is not hung up on"
+    );
+    assert!(
+        journal
+            .find(|e| matches!(e, Event::SpeechEnded { .. }))
+            .is_some(),
+        "the caller's utterance went through the pipeline"
+    );
+    // One second of tone: 50 frames of 20 ms, every one sent.
+    assert_eq!(play_audio_count(&seen), 50);
 }

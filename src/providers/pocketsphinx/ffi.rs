@@ -37,6 +37,26 @@ pub(super) struct Arg {
 pub(super) struct PsSeg {
     _private: [u8; 0],
 }
+/// `jsgf_t`.
+#[repr(C)]
+pub(super) struct Jsgf {
+    _private: [u8; 0],
+}
+/// `jsgf_rule_t`.
+#[repr(C)]
+pub(super) struct JsgfRule {
+    _private: [u8; 0],
+}
+/// `fsg_model_t`.
+#[repr(C)]
+pub(super) struct FsgModel {
+    _private: [u8; 0],
+}
+/// `logmath_t`.
+#[repr(C)]
+pub(super) struct LogMath {
+    _private: [u8; 0],
+}
 
 #[link(name = "pocketsphinx")]
 unsafe extern "C" {
@@ -66,7 +86,8 @@ unsafe extern "C" {
         update: c_int,
     ) -> c_int;
     fn ps_lookup_word(ps: *mut PsDecoder, word: *const c_char) -> *mut c_char;
-    fn ps_set_jsgf_string(ps: *mut PsDecoder, name: *const c_char, jsgf: *const c_char) -> c_int;
+    fn ps_set_fsg(ps: *mut PsDecoder, name: *const c_char, fsg: *mut FsgModel) -> c_int;
+    fn ps_get_logmath(ps: *mut PsDecoder) -> *mut LogMath;
     fn ps_set_search(ps: *mut PsDecoder, name: *const c_char) -> c_int;
     fn ps_unset_search(ps: *mut PsDecoder, name: *const c_char) -> c_int;
 }
@@ -81,8 +102,19 @@ unsafe extern "C" {
         strict: i32,
     ) -> *mut CmdLn;
     fn cmd_ln_free_r(cmdln: *mut CmdLn) -> c_int;
+    fn cmd_ln_float_r(cmdln: *mut CmdLn, name: *const c_char) -> f64;
     fn err_set_logfp(stream: *mut c_void);
     fn ckd_free(ptr: *mut c_void);
+    fn jsgf_parse_string(string: *const c_char, parent: *mut Jsgf) -> *mut Jsgf;
+    fn jsgf_get_public_rule(grammar: *mut Jsgf) -> *mut JsgfRule;
+    fn jsgf_build_fsg(
+        grammar: *mut Jsgf,
+        rule: *mut JsgfRule,
+        lmath: *mut LogMath,
+        lw: f32,
+    ) -> *mut FsgModel;
+    fn jsgf_grammar_free(jsgf: *mut Jsgf);
+    fn fsg_model_free(fsg: *mut FsgModel) -> c_int;
 }
 
 /// pocketsphinx logs through one process-wide `FILE*` that `ps_init` may swap and close
@@ -259,15 +291,38 @@ impl RawDecoder {
 
     /// Adds (or replaces) the JSGF search `name` and makes it the active search. Only
     /// between utterances: pocketsphinx refuses to switch while decoding.
+    ///
+    /// Does what `ps_set_jsgf_string` does (parse, public rule, FSG at `-lw`, set), but
+    /// frees the parsed grammar: 5prealpha's `ps_set_jsgf_string` never does, leaking
+    /// about 7 KB per call (found by the `pocketsphinx_expect` fuzz target's leak check).
     pub(super) fn use_jsgf(&mut self, name: &str, jsgf: &str) -> bool {
         let (Ok(name), Ok(jsgf)) = (CString::new(name), CString::new(jsgf)) else {
             return false;
         };
-        // SAFETY: self.ps is live, both strings are NUL-terminated; pocketsphinx copies
-        // what it keeps (the grammar is parsed into its own FSG).
+        // SAFETY: the string is NUL-terminated and only read; a NULL parent is allowed.
+        // The grammar returned is ours and freed below on every path.
+        let grammar = unsafe { jsgf_parse_string(jsgf.as_ptr(), std::ptr::null_mut()) };
+        if grammar.is_null() {
+            return false;
+        }
+        // SAFETY: grammar is live; the rule is borrowed from it and used before it is
+        // freed. self.ps and self.config are live; "-lw" is one of ps_args()'s floats, and
+        // the logmath is the decoder's own (borrowed). ps_set_fsg retains the FSG it
+        // keeps, so this reference is released with fsg_model_free, as
+        // ps_set_jsgf_string does.
         unsafe {
-            ps_set_jsgf_string(self.ps.as_ptr(), name.as_ptr(), jsgf.as_ptr()) >= 0
-                && ps_set_search(self.ps.as_ptr(), name.as_ptr()) >= 0
+            let rule = jsgf_get_public_rule(grammar);
+            let set = !rule.is_null() && {
+                let lw = cmd_ln_float_r(self.config.as_ptr(), c"-lw".as_ptr()) as f32;
+                let fsg = jsgf_build_fsg(grammar, rule, ps_get_logmath(self.ps.as_ptr()), lw);
+                !fsg.is_null() && {
+                    let set = ps_set_fsg(self.ps.as_ptr(), name.as_ptr(), fsg) >= 0;
+                    fsg_model_free(fsg);
+                    set
+                }
+            };
+            jsgf_grammar_free(grammar);
+            set && ps_set_search(self.ps.as_ptr(), name.as_ptr()) >= 0
         }
     }
 

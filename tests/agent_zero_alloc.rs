@@ -12,8 +12,6 @@
 //! it: the frames measured did reach the recogniser. This file holds a single test so no
 //! other test allocates while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use voxgate::agent::config::AgentConfig;
@@ -26,36 +24,11 @@ use voxgate::providers::espeak::EspeakConfig;
 use voxgate::providers::pocketsphinx::PocketsphinxConfig;
 use voxgate::telephony::plivo::stream::{Inbound, MediaFormat, decode_payload, parse_inbound};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// A flow that asks yes or no and waits (no timeout, no silence follow-up) while it
 /// listens, asking again until it hears yes.
@@ -176,6 +149,19 @@ fn command_until<T>(
     })
 }
 
+/// Waits for the flow's question to be made, then tells the agent the phone played it
+/// whole, as the session would: from then on the flow listens.
+fn question_heard(runtime: &tokio::runtime::Runtime, link: &mut AgentLink) {
+    let turn = command_until(runtime, link, Duration::from_secs(10), |c| match c {
+        Command::CloseTurn { turn } => Some(*turn),
+        _ => None,
+    });
+    assert!(link.tell(Event::Playout(Progress::Heard {
+        turn,
+        heard_ms: 1_000
+    })));
+}
+
 #[test]
 fn a_listening_flow_agent_allocates_nothing_per_frame() {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -226,14 +212,7 @@ fn a_listening_flow_agent_allocates_nothing_per_frame() {
         AgentLink::spawn(agent, info, Duration::from_secs(3))
     };
     // The question is spoken; once the phone has played it the flow listens.
-    let turn = command_until(&runtime, &mut link, Duration::from_secs(10), |c| match c {
-        Command::CloseTurn { turn } => Some(*turn),
-        _ => None,
-    });
-    assert!(link.tell(Event::Playout(Progress::Heard {
-        turn,
-        heard_ms: 1_000
-    })));
+    question_heard(&runtime, &mut link);
 
     let noise = ulaw("audio/line_noise.ulaw");
     let warm = media_messages(&noise, 0);
@@ -246,12 +225,11 @@ fn a_listening_flow_agent_allocates_nothing_per_frame() {
     run_frames(&pipeline, &call, &mut link, &warm);
     std::thread::sleep(Duration::from_millis(200));
 
-    COUNTING.store(true, Ordering::SeqCst);
+    counting::start();
     run_frames(&pipeline, &call, &mut link, &measured);
     // Let the agent and the recogniser finish what was handed to them.
     std::thread::sleep(Duration::from_millis(300));
-    COUNTING.store(false, Ordering::SeqCst);
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    let allocations = counting::stop();
     eprintln!("{allocations} allocations over {} frames", measured.len());
 
     // The noise ends as a turn would (the session says so); the flow asks again.
@@ -259,14 +237,7 @@ fn a_listening_flow_agent_allocates_nothing_per_frame() {
         speech_end_ms: (frames * 5 * 20) as u64,
         text: None
     }));
-    let turn = command_until(&runtime, &mut link, Duration::from_secs(10), |c| match c {
-        Command::CloseTurn { turn } => Some(*turn),
-        _ => None,
-    });
-    assert!(link.tell(Event::Playout(Progress::Heard {
-        turn,
-        heard_ms: 1_000
-    })));
+    question_heard(&runtime, &mut link);
     std::thread::sleep(Duration::from_millis(200));
 
     // The same path hears a spoken "yes": the flow takes it and moves on.

@@ -100,26 +100,7 @@ async fn barge_in_silences_the_phone_within_40_ms_of_the_servers_speech_start() 
     // Barge-in waits for min_speech_ms (250 ms by default) of the caller's speech by the
     // server's VAD, so a cough never cuts the agent; from that moment (media clock, which
     // is the simulator's clock) the phone must be silent within 40 ms.
-    let journal = server.journal(&report.call_uuid).unwrap();
-    let entries = journal.entries();
-    let barge_in = entries
-        .iter()
-        .position(|e| matches!(e.event, Event::BargeIn { .. }))
-        .expect("server saw a barge-in");
-    let onset_ms = entries[..barge_in]
-        .iter()
-        .rev()
-        .find_map(|e| match e.event {
-            Event::SpeechStarted { onset_ms } => Some(onset_ms),
-            _ => None,
-        })
-        .unwrap();
-    let cleared = report
-        .timeline
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::PhoneCleared { .. }))
-        .expect("the phone was cleared");
-    let silent_after = cleared.sim_ms - (onset_ms + 250) as f64;
+    let (cleared_ms, silent_after) = server.clear_after_min_speech(&report);
     assert!(
         (-20.0..=40.0).contains(&silent_after),
         "phone silent {silent_after:.0} ms after the server's VAD heard 250 ms of speech"
@@ -128,11 +109,11 @@ async fn barge_in_silences_the_phone_within_40_ms_of_the_servers_speech_start() 
         "barge-in: phone silent {silent_after:.0} ms after the server's VAD heard 250 ms of speech"
     );
     // Nothing of the cut turn played after the clear.
-    let after = (cleared.sim_ms * 8.0) as usize + 160;
+    let after = (cleared_ms * 8.0) as usize + 160;
     let before_next = report
         .agent_turns
         .iter()
-        .find(|t| t.start_ms > cleared.sim_ms)
+        .find(|t| t.start_ms > cleared_ms)
         .map_or(report.heard.len(), |t| (t.start_ms * 8.0) as usize);
     assert!(
         report.heard[after.min(before_next)..before_next]

@@ -4,44 +4,18 @@
 //! A counting global allocator sees every thread, the DSP workers included. This file
 //! holds a single test so no other test allocates while it measures.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use voxgate::audio::frame::FRAME_SAMPLES_8K;
 use voxgate::audio::pipeline::{CallHandle, CallOptions, Pipeline, PipelineConfig};
 use voxgate::telephony::plivo::stream::{Inbound, MediaFormat, decode_payload, parse_inbound};
 
-struct Counting;
-
-static COUNTING: AtomicBool = AtomicBool::new(false);
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; only counts.
-#[allow(unsafe_code)]
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: same layout contract as the caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        if COUNTING.load(Ordering::Relaxed) {
-            ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        }
-        // SAFETY: ptr came from System.alloc with this layout.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
+#[path = "common/counting.rs"]
+mod counting;
 
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: counting::Counting = counting::Counting;
 
 /// Plivo `media` messages of a caller: speech-like bursts (so the VAD fires) and silence.
 fn media_messages(count: usize) -> Vec<String> {
@@ -118,11 +92,10 @@ fn steady_state_frames_allocate_nothing() {
     let mut events = 0;
     run_frames(&pipeline, &call, &warm, &mut events);
 
-    COUNTING.store(true, Ordering::SeqCst);
+    counting::start();
     run_frames(&pipeline, &call, &measured, &mut events);
-    COUNTING.store(false, Ordering::SeqCst);
 
-    let allocations = ALLOCATIONS.load(Ordering::SeqCst);
+    let allocations = counting::stop();
     assert_eq!(
         allocations,
         0,

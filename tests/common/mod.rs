@@ -91,6 +91,35 @@ impl TestServer {
             .journal(&CallId::parse(call_id).expect("a valid call id"))
     }
 
+    /// A barged-in call's clear, against the server's own moment to barge in: the caller's
+    /// speech onset (its journal's last `SpeechStarted` before the `BargeIn`, on the media
+    /// clock, which is the simulator's) plus the default `min_speech_ms` of 250 ms. Returns
+    /// when the phone was cleared (simulator ms) and how long after that moment, ms
+    /// (negative: before it). Panics if the call has no barge-in or no clear.
+    pub fn clear_after_min_speech(&self, report: &voxgate::sim::CallReport) -> (f64, f64) {
+        use voxgate::session::journal::Event;
+        let journal = self.journal(&report.call_uuid).expect("the call's journal");
+        let entries = journal.entries();
+        let barge_in = entries
+            .iter()
+            .position(|e| matches!(e.event, Event::BargeIn { .. }))
+            .expect("the server saw a barge-in");
+        let onset_ms = entries[..barge_in]
+            .iter()
+            .rev()
+            .find_map(|e| match e.event {
+                Event::SpeechStarted { onset_ms } => Some(onset_ms),
+                _ => None,
+            })
+            .expect("speech started before the barge-in");
+        let cleared = report
+            .timeline
+            .iter()
+            .find(|e| matches!(e.kind, voxgate::sim::EventKind::PhoneCleared { .. }))
+            .expect("the phone was cleared");
+        (cleared.sim_ms, cleared.sim_ms - (onset_ms + 250) as f64)
+    }
+
     /// The Prometheus text.
     pub async fn metrics(&self) -> String {
         reqwest::get(format!("{}/metrics", self.base))

@@ -126,6 +126,15 @@ pub const ESPEAK_CANCELLED: &str = "voxgate_espeak_cancelled_total";
 pub const ESPEAK_ERRORS: &str = "voxgate_espeak_errors_total";
 /// `speak` → first chunk of a synthesised utterance (queue wait included), seconds.
 pub const ESPEAK_FIRST_CHUNK: &str = "voxgate_espeak_first_chunk_seconds";
+/// Requests to hosted providers, by `provider`, `api` (`stt`, `chat`, `tts`, `batch`) and
+/// `outcome` (`ok`, `error`, `cancelled`).
+pub const PROVIDER_REQUESTS: &str = "voxgate_provider_requests_total";
+/// Provider failures, by `provider` and `kind` ([`crate::providers::api::ProviderError::kind`]).
+pub const PROVIDER_ERRORS: &str = "voxgate_provider_errors_total";
+/// Provider messages that were not the provider's protocol (skipped), by `provider`.
+pub const PROVIDER_BAD_MESSAGES: &str = "voxgate_provider_bad_messages_total";
+/// Request sent → first byte of a provider's answer, seconds, by `provider` and `api`.
+pub const PROVIDER_FIRST_BYTE: &str = "voxgate_provider_first_byte_seconds";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 

@@ -13,6 +13,7 @@ pub mod config;
 pub mod echo;
 pub mod flow;
 pub mod flow_agent;
+pub mod llm;
 pub mod seam;
 pub mod turn;
 

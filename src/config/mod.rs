@@ -6,11 +6,13 @@
 //! `[control]` in [`crate::control::config`], `[recording]` in [`crate::recording::config`],
 //! `[agent]` in [`crate::agent::config`], `[espeak]` in
 //! [`crate::providers::espeak::config`], `[pocketsphinx]` in
-//! [`crate::providers::pocketsphinx::config`], `[http]` in [`crate::server::config`]. This module only assembles them and owns the
-//! top-level keys (`listen`, `public_url`, `data_dir`).
+//! [`crate::providers::pocketsphinx::config`], `[openai]` in
+//! [`crate::providers::openai::config`], `[http]` in [`crate::server::config`]. This module
+//! only assembles them and owns the top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
-//! environment (`env.rs`: `VOXGATE_*`, `PORT`, `PLIVO_AUTH_*`), then command-line flags.
+//! environment (`env.rs`: `VOXGATE_*`, `PORT`, `PLIVO_AUTH_*`, the providers' usual
+//! `OPENAI_API_KEY`-style variables), then command-line flags.
 //! The file is read into the sections' raw serde structs, which refuse unknown keys; the
 //! environment is laid over it, the flags over both; then each section validates its
 //! values into typed ones, once. Start-up fails loudly on anything wrong, naming the key.
@@ -34,6 +36,7 @@ use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
 use crate::providers::espeak::{EspeakConfig, RawEspeak};
+use crate::providers::openai::{OpenAiConfig, RawOpenAi};
 use crate::providers::pocketsphinx::config::{PocketsphinxConfig, RawPocketsphinx};
 use crate::recording::config::{RawRecording, RecordingConfig};
 use crate::server::config::{HttpConfig, RawHttp};
@@ -94,6 +97,8 @@ struct RawConfig {
     #[serde(default)]
     pocketsphinx: RawPocketsphinx,
     #[serde(default)]
+    openai: RawOpenAi,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -135,6 +140,8 @@ pub struct Config {
     pub espeak: EspeakConfig,
     /// Offline speech recognition.
     pub pocketsphinx: PocketsphinxConfig,
+    /// An OpenAI-compatible server (chat, speech, transcription).
+    pub openai: OpenAiConfig,
     /// The bounds of every HTTP connection.
     pub http: HttpConfig,
 }
@@ -172,6 +179,7 @@ impl Config {
             agent,
             espeak,
             pocketsphinx,
+            openai,
             http,
         } = self;
         let raw = RawConfig {
@@ -186,6 +194,7 @@ impl Config {
             agent: agent.into(),
             espeak: espeak.into(),
             pocketsphinx: pocketsphinx.into(),
+            openai: openai.into(),
             http: http.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -233,6 +242,7 @@ impl RawConfig {
             agent: self.agent.validate()?,
             espeak: self.espeak.validate()?,
             pocketsphinx: self.pocketsphinx.validate()?,
+            openai: self.openai.validate()?,
             http: self.http.validate()?,
             data_dir,
         })

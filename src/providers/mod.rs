@@ -5,5 +5,7 @@
 //! knows nothing of calls, sessions or Plivo. It must never block the caller's task: work
 //! happens on the provider's own threads or sockets and comes back through bounded channels.
 
+pub mod api;
 pub mod espeak;
+pub mod openai;
 pub mod pocketsphinx;

@@ -1,0 +1,258 @@
+//! A fake OpenAI-compatible chat server on loopback, written from the public protocol
+//! (`../shared/reference/providers.md` §3), not from voxgate's adapter: `POST
+//! /v1/chat/completions` with `stream: true` answers server-sent events of
+//! `chat.completion.chunk`s and `data: [DONE]`; errors are `{"error":{...}}` bodies.
+//!
+//! Each request takes the next scripted [`Answer`] (the last one repeats). The fake records
+//! every request's JSON body and headers, when it arrived, and when the client went away
+//! before the answer was complete (the cancel: a dropped connection).
+#![allow(dead_code)]
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use bytes::Bytes;
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+/// One piece of a scripted answer.
+#[derive(Debug, Clone)]
+pub enum Piece {
+    /// Wait this long.
+    Wait(Duration),
+    /// A text delta.
+    Text(&'static str),
+    /// A tool call, sent as fragments (id and name first, then arguments in two halves).
+    Tool {
+        id: &'static str,
+        name: &'static str,
+        arguments: String,
+    },
+    /// An in-stream error object.
+    Error(&'static str),
+    /// Stop sending and never finish (a stall).
+    Stall,
+    /// Close the connection mid-answer.
+    Cut,
+}
+
+/// What the fake answers one request with.
+#[derive(Debug, Clone)]
+pub enum Answer {
+    /// A streamed answer: the pieces, then a finish reason (`stop`, or `tool_calls` when
+    /// a tool piece was sent), then `[DONE]`.
+    Stream(Vec<Piece>),
+    /// An HTTP error with OpenAI's error body.
+    Status(u16, &'static str),
+    /// No answer at all (not even headers) for this long.
+    Silent(Duration),
+}
+
+/// What the fake saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub at: Instant,
+    pub body: Value,
+    pub authorization: Option<String>,
+    /// When the client dropped the connection before the answer was complete.
+    pub cancelled_at: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Shared {
+    answers: VecDeque<Answer>,
+    last: Option<Answer>,
+    seen: Vec<Seen>,
+}
+
+/// The running fake.
+#[derive(Clone)]
+pub struct FakeChat {
+    pub base_url: String,
+    shared: Arc<Mutex<Shared>>,
+}
+
+impl FakeChat {
+    /// Starts the fake with its script.
+    pub async fn start(answers: Vec<Answer>) -> Self {
+        let shared = Arc::new(Mutex::new(Shared {
+            answers: answers.into(),
+            ..Shared::default()
+        }));
+        let app = Router::new()
+            .route("/v1/chat/completions", post(complete))
+            .with_state(Arc::clone(&shared));
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Self {
+            base_url: format!("http://{addr}/v1"),
+            shared,
+        }
+    }
+
+    /// Every request so far.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.shared.lock().unwrap().seen.clone()
+    }
+
+    /// Adds answers to the script.
+    pub fn push(&self, answer: Answer) {
+        self.shared.lock().unwrap().answers.push_back(answer);
+    }
+}
+
+/// Marks the request cancelled if dropped before `done`.
+struct CancelGuard {
+    shared: Arc<Mutex<Shared>>,
+    index: usize,
+    done: bool,
+}
+
+impl Drop for CancelGuard {
+    fn drop(&mut self) {
+        if !self.done {
+            self.shared.lock().unwrap().seen[self.index].cancelled_at = Some(Instant::now());
+        }
+    }
+}
+
+fn chunk(delta: Value, finish: Option<&str>) -> Bytes {
+    let chunk = json!({
+        "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake",
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]
+    });
+    Bytes::from(format!("data: {chunk}\n\n"))
+}
+
+async fn complete(
+    State(shared): State<Arc<Mutex<Shared>>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let (answer, index) = {
+        let mut shared = shared.lock().unwrap();
+        let answer = match shared.answers.pop_front() {
+            Some(answer) => {
+                shared.last = Some(answer.clone());
+                answer
+            }
+            None => shared
+                .last
+                .clone()
+                .unwrap_or(Answer::Stream(vec![Piece::Text("OK.")])),
+        };
+        shared.seen.push(Seen {
+            at: Instant::now(),
+            body: body.clone(),
+            authorization: headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned),
+            cancelled_at: None,
+        });
+        (answer, shared.seen.len() - 1)
+    };
+    if body.get("stream") != Some(&Value::Bool(true)) {
+        return (StatusCode::BAD_REQUEST, "the fake only streams").into_response();
+    }
+    let pieces = match answer {
+        Answer::Status(status, message) => {
+            let body = json!({"error": {"message": message, "type": "fake_error", "param": null, "code": null}});
+            return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+        }
+        Answer::Silent(wait) => {
+            tokio::time::sleep(wait).await;
+            return (StatusCode::GATEWAY_TIMEOUT, "late").into_response();
+        }
+        Answer::Stream(pieces) => pieces,
+    };
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
+    tokio::spawn(async move {
+        let mut guard = CancelGuard {
+            shared,
+            index,
+            done: false,
+        };
+        let send = |bytes: Bytes| {
+            let tx = tx.clone();
+            async move { tx.send(Ok(bytes)).await.is_ok() }
+        };
+        let mut tool_index = 0;
+        let mut first = true;
+        for piece in pieces {
+            if first {
+                first = false;
+                if !send(chunk(json!({"role": "assistant", "content": ""}), None)).await {
+                    return;
+                }
+            }
+            let ok = match piece {
+                Piece::Wait(wait) => {
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => true,
+                        _ = tx.closed() => false,
+                    }
+                }
+                Piece::Text(text) => send(chunk(json!({"content": text}), None)).await,
+                Piece::Tool {
+                    id,
+                    name,
+                    arguments,
+                } => {
+                    let (a, b) = arguments.split_at(arguments.len() / 2);
+                    let head = json!({"tool_calls": [{"index": tool_index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]});
+                    let one = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": a}}]});
+                    let two = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": b}}]});
+                    tool_index += 1;
+                    send(chunk(head, None)).await
+                        && send(chunk(one, None)).await
+                        && send(chunk(two, None)).await
+                }
+                Piece::Error(message) => {
+                    let error = json!({"error": {"message": message, "type": "server_error"}});
+                    send(Bytes::from(format!("data: {error}\n\n"))).await;
+                    guard.done = true;
+                    return;
+                }
+                Piece::Stall => {
+                    tx.closed().await;
+                    return;
+                }
+                Piece::Cut => {
+                    // Let what was sent reach the client before the connection breaks.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    let _ = tx.send(Err(std::io::Error::other("cut"))).await;
+                    guard.done = true;
+                    return;
+                }
+            };
+            if !ok {
+                return;
+            }
+        }
+        let finish = if tool_index > 0 { "tool_calls" } else { "stop" };
+        let ok = send(chunk(json!({}), Some(finish))).await
+            && send(Bytes::from_static(b"data: [DONE]\n\n")).await;
+        guard.done = ok;
+    });
+    let stream = tokio_stream_from(rx);
+    Response::builder()
+        .header("content-type", "text/event-stream")
+        .body(Body::from_stream(stream))
+        .unwrap()
+}
+
+fn tokio_stream_from(
+    mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}

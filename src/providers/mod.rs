@@ -6,6 +6,8 @@
 //! happens on the provider's own threads or sockets and comes back through bounded channels.
 
 pub mod api;
+pub mod deepgram;
+pub mod elevenlabs;
 pub mod espeak;
 pub mod openai;
 pub mod pocketsphinx;

@@ -153,6 +153,8 @@ pub enum SttEvent {
 }
 
 /// What the agent's side sends to the adapter's task.
+// A frame travels by value: boxing it would allocate once per frame.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum SttInput {
     /// Caller audio.
@@ -483,6 +485,14 @@ impl TtsStream {
     /// Ends the utterance's text: the rest of its audio follows, then the stream ends.
     pub async fn end(&self) -> Result<(), ProviderError> {
         self.send(TtsInput::End).await
+    }
+
+    /// Hands `input` over without waiting: an error when the utterance's inbox is full
+    /// ([`TTS_INPUT_CAPACITY`] pieces behind) or the adapter is gone.
+    pub fn try_send(&self, input: TtsInput) -> Result<(), ProviderError> {
+        self.input
+            .try_send(input)
+            .map_err(|_| ProviderError::Closed { provider: "tts" })
     }
 
     async fn send(&self, input: TtsInput) -> Result<(), ProviderError> {

@@ -10,7 +10,9 @@
 
 pub mod chat;
 pub mod config;
+pub mod speech;
 pub mod sse;
+pub mod transcribe;
 
 use std::time::{Duration, Instant};
 

@@ -135,6 +135,9 @@ pub const PROVIDER_ERRORS: &str = "voxgate_provider_errors_total";
 pub const PROVIDER_BAD_MESSAGES: &str = "voxgate_provider_bad_messages_total";
 /// Request sent → first byte of a provider's answer, seconds, by `provider` and `api`.
 pub const PROVIDER_FIRST_BYTE: &str = "voxgate_provider_first_byte_seconds";
+/// Provider failures an LLM agent met mid-call, by `api` (`stt`, `chat`, `tts`, `tool`) and
+/// `outcome` (`retried`, `fallback`, `goodbye`).
+pub const AGENT_PROVIDER_FAILURES: &str = "voxgate_agent_provider_failures_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -254,6 +257,23 @@ fn describe() {
     describe_counter!(
         AGENT_AUDIO_DROPPED,
         "Agent audio the session could not use, by reason."
+    );
+    describe_counter!(
+        PROVIDER_REQUESTS,
+        "Requests to hosted providers, by provider, api and outcome."
+    );
+    describe_counter!(PROVIDER_ERRORS, "Provider failures, by provider and kind.");
+    describe_counter!(
+        PROVIDER_BAD_MESSAGES,
+        "Provider messages that were not the provider's protocol, by provider."
+    );
+    describe_histogram!(
+        PROVIDER_FIRST_BYTE,
+        "Request sent to first byte of a provider's answer, seconds."
+    );
+    describe_counter!(
+        AGENT_PROVIDER_FAILURES,
+        "Provider failures an LLM agent met mid-call, by api and outcome."
     );
     describe_histogram!(
         TURN_STAGE,

@@ -15,6 +15,7 @@
 use std::time::{Duration, Instant};
 
 use voxgate::agent::config::AgentConfig;
+use voxgate::agent::llm::setup::Hosted;
 use voxgate::agent::{AgentKind, AgentLink, Agents, CallInfo, Command, Event, Progress};
 use voxgate::audio::frame::FRAME_SAMPLES_8K;
 use voxgate::audio::pipeline::{CallHandle, CallOptions, Pipeline, PipelineConfig};
@@ -176,9 +177,11 @@ fn a_listening_flow_agent_allocates_nothing_per_frame() {
         &AgentConfig {
             default: AgentKind::Flow,
             flows_dir: Some(flows),
+            profiles_dir: None,
         },
         &EspeakConfig::default(),
         &PocketsphinxConfig::default(),
+        &Hosted::default(),
     )
     .expect("espeak-ng and pocketsphinx start (scripts/setup.sh installs them)");
     assert_eq!(

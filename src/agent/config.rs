@@ -1,5 +1,5 @@
 //! The `[agent]` configuration section: which agent answers calls that choose none, and
-//! where scripted flows are loaded from.
+//! where scripted flows and LLM agent profiles are loaded from.
 //!
 //! Names are [`AgentKind`]'s own ([`AgentKind::as_str`]), so the file, the environment and
 //! a call's `agent` on `POST /v1/calls` all parse the same way.
@@ -19,6 +19,8 @@ pub struct RawAgent {
     pub default: Option<String>,
     /// A folder of flow files (`*.toml`), loaded beside the shipped `demo` flow.
     pub flows_dir: Option<PathBuf>,
+    /// A folder of LLM agent profiles (`*.toml`).
+    pub profiles_dir: Option<PathBuf>,
 }
 
 /// Agent settings.
@@ -28,6 +30,8 @@ pub struct AgentConfig {
     pub default: AgentKind,
     /// A folder of flow files; `None` offers only the shipped `demo` flow.
     pub flows_dir: Option<PathBuf>,
+    /// A folder of LLM agent profiles; `None` loads none.
+    pub profiles_dir: Option<PathBuf>,
 }
 
 impl RawAgent {
@@ -39,11 +43,12 @@ impl RawAgent {
                 .parse()
                 .map_err(|e: super::UnknownAgent| invalid("agent.default", e.to_string()))?,
         };
-        let flows_dir = match self.flows_dir {
-            Some(dir) if dir.as_os_str().is_empty() => None,
-            dir => dir,
-        };
-        Ok(AgentConfig { default, flows_dir })
+        let folder = |dir: Option<PathBuf>| dir.filter(|d| !d.as_os_str().is_empty());
+        Ok(AgentConfig {
+            default,
+            flows_dir: folder(self.flows_dir),
+            profiles_dir: folder(self.profiles_dir),
+        })
     }
 }
 
@@ -51,10 +56,15 @@ impl RawAgent {
 impl From<&AgentConfig> for RawAgent {
     fn from(config: &AgentConfig) -> Self {
         // Destructured so a new setting cannot be left out of the printed configuration.
-        let AgentConfig { default, flows_dir } = config;
+        let AgentConfig {
+            default,
+            flows_dir,
+            profiles_dir,
+        } = config;
         Self {
             default: Some(default.as_str().to_owned()),
             flows_dir: flows_dir.clone(),
+            profiles_dir: profiles_dir.clone(),
         }
     }
 }
@@ -70,6 +80,7 @@ mod tests {
             let config = AgentConfig {
                 default: kind,
                 flows_dir: Some("/etc/voxgate/flows".into()),
+                profiles_dir: Some("/etc/voxgate/agents".into()),
             };
             assert_eq!(RawAgent::from(&config).validate(), Ok(config));
         }
@@ -80,14 +91,14 @@ mod tests {
     fn an_unknown_agent_names_the_key_and_the_known_agents() {
         let err = RawAgent {
             default: Some("parrot".into()),
-            flows_dir: None,
+            ..RawAgent::default()
         }
         .validate()
         .unwrap_err();
         assert_eq!(err.key, "agent.default");
         assert_eq!(
             err.reason,
-            "\"parrot\" is not a known agent (known: echo, flow)"
+            "\"parrot\" is not a known agent (known: echo, flow, llm)"
         );
     }
 }

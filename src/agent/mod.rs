@@ -17,6 +17,7 @@ pub mod llm;
 pub mod seam;
 pub mod turn;
 
+use std::collections::BTreeMap;
 use std::str::FromStr;
 use std::sync::Arc;
 
@@ -25,6 +26,7 @@ use crate::providers::espeak::{Espeak, EspeakConfig, TtsError};
 use crate::providers::pocketsphinx::{PocketsphinxConfig, Recognizers};
 use config::AgentConfig;
 use flow::{Flow, Flows};
+use llm::LlmSetup;
 pub use seam::{AgentIo, AgentLink, CallInfo, CallerAudio, Command, Event, Input, Progress};
 use turn::TurnConfig;
 
@@ -45,31 +47,27 @@ pub enum AgentKind {
     /// Runs a scripted flow (the call's `flow_name`, else `demo`) with offline speech.
     #[default]
     Flow,
+    /// Talks through hosted speech and a chat model, as an agent profile says (the call's
+    /// `flow_name` names the profile, else the first by name).
+    Llm,
 }
 
 impl AgentKind {
     /// Every agent, in the order error messages list them.
-    pub const ALL: [Self; 2] = [Self::Echo, Self::Flow];
+    pub const ALL: [Self; 3] = [Self::Echo, Self::Flow, Self::Llm];
 
     /// The agent's name in the config file and on `POST /v1/calls`.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Echo => "echo",
             Self::Flow => "flow",
+            Self::Llm => "llm",
         }
     }
 
     /// The known names, comma-separated, for error messages.
     pub fn known_names() -> String {
         Self::ALL.map(Self::as_str).join(", ")
-    }
-
-    /// The rate this agent takes the caller's audio at (decided before the stream joins
-    /// the DSP pipeline, which makes 16 kHz frames only for calls that want them).
-    pub const fn caller_audio_rate(self) -> Option<Rate> {
-        match self {
-            Self::Echo | Self::Flow => Some(Rate::Hz8000),
-        }
     }
 }
 
@@ -87,6 +85,10 @@ pub struct Agents {
     flows: Arc<Flows>,
     tts: Option<Espeak>,
     stt: Option<Recognizers>,
+    /// Each LLM agent profile's providers, by name.
+    llm: BTreeMap<String, Arc<LlmSetup>>,
+    /// The rate LLM agents hear the caller at (the `[deepgram]` encoding's).
+    llm_rate: Rate,
 }
 
 impl Default for Agents {
@@ -99,6 +101,8 @@ impl Default for Agents {
             flows: Arc::new(Flows::load(None).expect("the shipped demo flow validates")),
             tts: None,
             stt: None,
+            llm: BTreeMap::new(),
+            llm_rate: Rate::Hz8000,
         }
     }
 }
@@ -122,18 +126,34 @@ pub enum AgentsError {
         "the default agent runs flows, which speak with espeak-ng, and it could not start: {0} (install espeak-ng-data, or set agent.default = \"echo\")"
     )]
     NoSpeech(TtsError),
+    /// An agent profile file is not valid.
+    #[error(transparent)]
+    Profile(#[from] llm::profile::ProfileError),
+    /// A profile's providers cannot be built (a key is missing).
+    #[error(transparent)]
+    Setup(#[from] llm::setup::SetupError),
+    /// LLM agents are the default but no profile is loaded.
+    #[error("agent.default is llm but no agent profile is loaded (set agent.profiles_dir)")]
+    NoProfiles,
 }
 
 impl Agents {
     /// Loads the flows (the shipped `demo` and `config.flows_dir`'s; one that does not
     /// validate stops start-up) and starts espeak-ng and, when enabled, pocketsphinx.
     /// Without speech recognition flows run on key presses alone.
+    /// Loads the LLM agent profiles (`config.profiles_dir`) and builds their providers
+    /// from `hosted`; a profile whose provider has no key stops start-up.
     pub fn start(
         config: &AgentConfig,
         espeak: &EspeakConfig,
         pocketsphinx: &PocketsphinxConfig,
+        hosted: &llm::setup::Hosted,
     ) -> Result<Self, AgentsError> {
         let flows = Flows::load(config.flows_dir.as_deref())?;
+        let profiles = llm::Profiles::load(config.profiles_dir.as_deref())?;
+        if profiles.is_empty() && config.default == AgentKind::Llm {
+            return Err(AgentsError::NoProfiles);
+        }
         let tts = match Espeak::start(espeak) {
             Ok(tts) => Some(tts),
             Err(error) if config.default == AgentKind::Flow => {
@@ -153,13 +173,32 @@ impl Agents {
         } else {
             None
         };
+        let llm = llm::setup::build(&profiles, hosted, tts.as_ref())?;
         Ok(Self {
             fallback: fallback_tone(),
             custom: None,
             flows: Arc::new(flows),
             tts,
             stt,
+            llm,
+            llm_rate: hosted.deepgram.audio.rate(),
         })
+    }
+
+    /// The LLM profile a call of `kind` runs, if it runs one (`name`, else the first; an
+    /// unknown name runs the first, with a warning).
+    fn profile(&self, kind: AgentKind, name: Option<&str>) -> Option<Arc<LlmSetup>> {
+        if kind != AgentKind::Llm {
+            return None;
+        }
+        let first = || self.llm.values().next().cloned();
+        match name {
+            Some(name) => self.llm.get(name).cloned().or_else(|| {
+                tracing::warn!(profile = name, "no such agent profile: running the first");
+                first()
+            }),
+            None => first(),
+        }
     }
 
     /// The flow a call of `kind` runs, if it runs one (`flow`, else [`DEFAULT_FLOW`]; an
@@ -189,6 +228,15 @@ impl Agents {
         if let Some(make) = &self.custom {
             return make();
         }
+        if let Some(setup) = self.profile(kind, flow) {
+            return Box::new(llm::LlmAgent::new(setup));
+        }
+        let kind = if kind == AgentKind::Llm {
+            tracing::warn!("no agent profile is loaded: the call runs a flow");
+            AgentKind::Flow
+        } else {
+            kind
+        };
         if kind == AgentKind::Flow
             && let (Some(flow), Some(tts)) = (self.flow(kind, flow), &self.tts)
         {
@@ -206,12 +254,19 @@ impl Agents {
     pub fn caller_audio_rate(&self, kind: AgentKind) -> Option<Rate> {
         match &self.custom {
             Some(make) => make().caller_audio_rate(),
-            None => kind.caller_audio_rate(),
+            None if kind == AgentKind::Llm && !self.llm.is_empty() => Some(self.llm_rate),
+            None => Some(Rate::Hz8000),
         }
     }
 
     /// Turn-taking for a call of `kind` (running `flow`) until its agent says otherwise.
     pub fn turn_config(&self, kind: AgentKind, flow: Option<&str>) -> TurnConfig {
+        if let Some(setup) = self.profile(kind, flow) {
+            return TurnConfig {
+                interruption: setup.profile.interruption,
+                ..TurnConfig::default()
+            };
+        }
         match self.flow(kind, flow) {
             Some(flow) if kind == AgentKind::Flow => TurnConfig {
                 interruption: flow.interruption(),

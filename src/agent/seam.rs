@@ -198,6 +198,14 @@ pub enum Command {
         /// Mono PCM16.
         samples: Arc<[i16]>,
     },
+    /// The turn's whole text so far, replacing what [`Command::OpenTurn`] said: a streamed
+    /// answer's text grows while it is spoken. Word timings are offsets into it.
+    TurnText {
+        /// The turn.
+        turn: u64,
+        /// Its text.
+        text: String,
+    },
     /// Word timings of the turn's text (from text-to-speech), for what-was-heard.
     Words {
         /// The turn.

@@ -7,7 +7,9 @@
 //! `[agent]` in [`crate::agent::config`], `[espeak]` in
 //! [`crate::providers::espeak::config`], `[pocketsphinx]` in
 //! [`crate::providers::pocketsphinx::config`], `[openai]` in
-//! [`crate::providers::openai::config`], `[http]` in [`crate::server::config`]. This module
+//! [`crate::providers::openai::config`], `[deepgram]` in
+//! [`crate::providers::deepgram::config`], `[elevenlabs]` in
+//! [`crate::providers::elevenlabs::config`], `[http]` in [`crate::server::config`]. This module
 //! only assembles them and owns the top-level keys (`listen`, `public_url`, `data_dir`).
 //!
 //! Sources, lowest precedence first: built-in defaults, the TOML file (`--config`), the
@@ -35,6 +37,8 @@ use crate::agent::config::{AgentConfig, RawAgent};
 use crate::audio::config::RawAudio;
 use crate::audio::pipeline::PipelineConfig;
 use crate::control::config::{ControlConfig, RawControl};
+use crate::providers::deepgram::{DeepgramConfig, RawDeepgram};
+use crate::providers::elevenlabs::{ElevenLabsConfig, RawElevenLabs};
 use crate::providers::espeak::{EspeakConfig, RawEspeak};
 use crate::providers::openai::{OpenAiConfig, RawOpenAi};
 use crate::providers::pocketsphinx::config::{PocketsphinxConfig, RawPocketsphinx};
@@ -99,6 +103,10 @@ struct RawConfig {
     #[serde(default)]
     openai: RawOpenAi,
     #[serde(default)]
+    deepgram: RawDeepgram,
+    #[serde(default)]
+    elevenlabs: RawElevenLabs,
+    #[serde(default)]
     http: RawHttp,
 }
 
@@ -142,6 +150,10 @@ pub struct Config {
     pub pocketsphinx: PocketsphinxConfig,
     /// An OpenAI-compatible server (chat, speech, transcription).
     pub openai: OpenAiConfig,
+    /// Deepgram (live and batch speech recognition).
+    pub deepgram: DeepgramConfig,
+    /// ElevenLabs (streaming speech).
+    pub elevenlabs: ElevenLabsConfig,
     /// The bounds of every HTTP connection.
     pub http: HttpConfig,
 }
@@ -180,6 +192,8 @@ impl Config {
             espeak,
             pocketsphinx,
             openai,
+            deepgram,
+            elevenlabs,
             http,
         } = self;
         let raw = RawConfig {
@@ -195,6 +209,8 @@ impl Config {
             espeak: espeak.into(),
             pocketsphinx: pocketsphinx.into(),
             openai: openai.into(),
+            deepgram: deepgram.into(),
+            elevenlabs: elevenlabs.into(),
             http: http.into(),
         };
         toml::to_string(&raw).unwrap_or_default()
@@ -243,6 +259,8 @@ impl RawConfig {
             espeak: self.espeak.validate()?,
             pocketsphinx: self.pocketsphinx.validate()?,
             openai: self.openai.validate()?,
+            deepgram: self.deepgram.validate()?,
+            elevenlabs: self.elevenlabs.validate()?,
             http: self.http.validate()?,
             data_dir,
         })

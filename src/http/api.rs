@@ -343,6 +343,8 @@ pub enum EventName {
 pub enum AgentName {
     Echo,
     Flow,
+    /// An LLM agent profile (`flow_name` names the profile).
+    Llm,
 }
 
 /// Where events go: the Redis queue or the backend's HTTP endpoint.
@@ -368,6 +370,8 @@ pub struct CreateCall {
     #[schema(value_type = Option<String>, pattern = r"^(\+?[1-9][0-9]{6,14}|sip:[A-Za-z0-9._~+-]+@[A-Za-z0-9.-]+)$", example = "+14155550199")]
     from: Option<String>,
     campaign_id: Option<String>,
+    /// The flow to run (agent `flow`), or the agent profile (agent `llm`); the default
+    /// flow or the first profile when absent.
     flow_name: Option<String>,
     /// The agent to run, if not the default (`agent.default`); another name is `400
     /// unknown_agent`.

@@ -156,9 +156,18 @@ impl Server {
         }
         // The agent of calls that choose none, chosen here only.
         let default_agent = config.agent.default;
-        let agents =
-            crate::agent::Agents::start(&config.agent, &config.espeak, &config.pocketsphinx)
-                .context("starting the agents")?;
+        let hosted = crate::agent::llm::setup::Hosted {
+            openai: config.openai.clone(),
+            deepgram: config.deepgram.clone(),
+            elevenlabs: config.elevenlabs.clone(),
+        };
+        let agents = crate::agent::Agents::start(
+            &config.agent,
+            &config.espeak,
+            &config.pocketsphinx,
+            &hosted,
+        )
+        .context("starting the agents")?;
         let verifier = config
             .plivo
             .verify_signatures

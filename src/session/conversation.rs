@@ -341,6 +341,7 @@ impl Conversation {
                     .increment(1),
             },
             Command::Words { turn, words } => self.book.words(turn, words),
+            Command::TurnText { turn, text } => self.book.text(turn, text),
             Command::CloseTurn { turn } => {
                 if self.open.is_some_and(|(open, _)| open == turn) {
                     self.close_open_turn();

@@ -241,6 +241,13 @@ impl Book {
         }
     }
 
+    /// `turn`'s text is now `text` (a streamed answer grew).
+    pub(super) fn text(&mut self, turn: u64, text: String) {
+        if let Some(t) = self.agent.iter_mut().find(|t| t.turn == turn) {
+            t.text = text;
+        }
+    }
+
     /// `ms` more audio arrived for `playout_turn` at `now`.
     pub(super) fn audio(&mut self, playout_turn: u64, ms: u64, now: Instant) {
         if let Some(t) = self.find(playout_turn) {

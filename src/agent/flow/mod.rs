@@ -20,7 +20,7 @@ mod error;
 mod file;
 mod library;
 mod run;
-mod template;
+pub mod template;
 mod validate;
 mod words;
 

@@ -32,6 +32,7 @@ mod cache;
 pub mod config;
 mod ffi;
 mod speech;
+pub mod tts;
 mod worker;
 
 #[cfg(test)]

@@ -162,7 +162,7 @@ impl<'a> WireRequest<'a> {
 impl<'a> WireMessage<'a> {
     fn new(message: &'a Message) -> Self {
         // An assistant message that only calls tools has null content on the wire.
-        let content = (!(message.content.is_empty() && !message.tool_calls.is_empty()))
+        let content = (!message.content.is_empty() || message.tool_calls.is_empty())
             .then_some(message.content.as_str());
         Self {
             role: message.role.as_str(),

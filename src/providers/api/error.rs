@@ -178,6 +178,60 @@ impl ProviderError {
     }
 }
 
+impl ProviderError {
+    /// This error with every appearance of `key` in its text replaced by `***`: some
+    /// servers (proxies, self-hosted) quote the key they refused in their error body.
+    pub fn without_key(self, key: Option<&ApiKey>) -> Self {
+        let Some(key) = key else { return self };
+        let clean = |text: String| redact(&text, key);
+        match self {
+            Self::Connect { provider, reason } => Self::Connect {
+                provider,
+                reason: clean(reason),
+            },
+            Self::Status {
+                provider,
+                status,
+                message,
+                retry_after,
+            } => Self::Status {
+                provider,
+                status,
+                message: clean(message),
+                retry_after,
+            },
+            Self::Stream { provider, message } => Self::Stream {
+                provider,
+                message: clean(message),
+            },
+            Self::Protocol { provider, reason } => Self::Protocol {
+                provider,
+                reason: clean(reason),
+            },
+            Self::Invalid { provider, reason } => Self::Invalid {
+                provider,
+                reason: clean(reason),
+            },
+            other @ (Self::Timeout { .. } | Self::Closed { .. }) => other,
+        }
+    }
+}
+
+/// `text` with `key`, and any 8 or more of its leading characters (a quoted prefix, as in
+/// `sk-abc1…`), replaced by `***`.
+pub fn redact(text: &str, key: &ApiKey) -> String {
+    let key = key.expose();
+    let mut out = text.replace(key, "***");
+    let chars: Vec<char> = key.chars().collect();
+    for len in (8..chars.len()).rev() {
+        let prefix: String = chars[..len].iter().collect();
+        if out.contains(&prefix) {
+            out = out.replace(&prefix, "***");
+        }
+    }
+    out
+}
+
 /// The message in a provider's error body.
 pub fn error_message(body: &[u8]) -> String {
     if let Ok(value) = serde_json::from_slice::<serde_json::Value>(body) {
@@ -250,6 +304,22 @@ mod tests {
         assert_eq!(key.expose(), "sk-secret-123");
         assert_eq!(format!("{key:?}"), "ApiKey(***)");
         assert_eq!(ApiKey::new("  "), None);
+    }
+
+    #[test]
+    fn a_quoted_key_is_redacted_whole_or_in_part() {
+        let key = ApiKey::new("sk-proj-4d1f0e9a7c55").unwrap();
+        let error = ProviderError::status(
+            "openai",
+            401,
+            br#"{"error":{"message":"Incorrect API key provided: sk-proj-4d1f0e9a7c55. Or was it sk-proj-4d1f...?"}}"#,
+            None,
+        )
+        .without_key(Some(&key));
+        let text = format!("{error} {error:?}");
+        assert!(!text.contains("4d1f0e9a"), "{text}");
+        assert!(text.contains("Incorrect API key provided: ***"), "{text}");
+        assert_eq!(redact("short sk-", &key), "short sk-");
     }
 
     #[test]

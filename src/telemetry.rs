@@ -136,7 +136,7 @@ pub const PROVIDER_BAD_MESSAGES: &str = "voxgate_provider_bad_messages_total";
 /// Request sent → first byte of a provider's answer, seconds, by `provider` and `api`.
 pub const PROVIDER_FIRST_BYTE: &str = "voxgate_provider_first_byte_seconds";
 /// Provider failures an LLM agent met mid-call, by `api` (`stt`, `chat`, `tts`, `tool`) and
-/// `outcome` (`retried`, `fallback`, `goodbye`).
+/// `outcome` (`retried`, `fallback`, `goodbye`; `reported` for a tool, whose failure the model hears).
 pub const AGENT_PROVIDER_FAILURES: &str = "voxgate_agent_provider_failures_total";
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();

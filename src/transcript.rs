@@ -93,4 +93,28 @@ pub struct ConversationRecord {
     pub slots: std::collections::BTreeMap<String, String>,
     /// Who ended the call, once it ended.
     pub hung_up_by: Option<HungUpBy>,
+    /// What went wrong with the agent's providers, in order (at most
+    /// [`MAX_AGENT_EVENTS`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub agent_events: Vec<AgentEvent>,
+}
+
+/// The most agent events a call record keeps.
+pub const MAX_AGENT_EVENTS: usize = 100;
+
+/// A provider failure the agent met, and what it did about it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentEvent {
+    /// When, on the caller's media clock, ms.
+    pub at_ms: u64,
+    /// `stt`, `chat`, `tts` or `tool`.
+    pub api: String,
+    /// The provider (`deepgram`, `openai`, `elevenlabs`, `espeak`).
+    pub provider: String,
+    /// What failed (`timeout_first_byte`, `status`, `stream`, …).
+    pub kind: String,
+    /// What the agent did: `retried`, `fallback`, `goodbye`.
+    pub outcome: String,
+    /// The provider's message (never a key).
+    pub message: String,
 }

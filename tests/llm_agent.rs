@@ -77,6 +77,11 @@ async fn deepgram_hearing(words: &str) -> FakeDeepgram {
 }
 
 async fn server(fakes: &Fakes, profile: &str) -> TestServer {
+    server_running(fakes, profile, "llm").await
+}
+
+/// A server whose calls run `agent` unless their answer URL says otherwise.
+async fn server_running(fakes: &Fakes, profile: &str, agent: &str) -> TestServer {
     let profiles = common::scratch_dir("llm-profiles");
     std::fs::write(profiles.join("ava.toml"), profile).unwrap();
     let profiles = profiles.display().to_string();
@@ -84,7 +89,7 @@ async fn server(fakes: &Fakes, profile: &str) -> TestServer {
     TestServer::start_with_control(
         None,
         &[
-            ("VOXGATE_AGENT", "llm"),
+            ("VOXGATE_AGENT", agent),
             ("VOXGATE_AGENT_PROFILES_DIR", &profiles),
             ("VOXGATE_API_TOKENS", API_TOKEN),
             ("VOXGATE_DATA_DIR", &data_dir),
@@ -100,7 +105,16 @@ async fn server(fakes: &Fakes, profile: &str) -> TestServer {
 }
 
 async fn call(server: &TestServer, script: Vec<CallerStep>) -> (CallReport, ServerRecord) {
+    call_on(server, "/plivo/answer", script).await
+}
+
+async fn call_on(
+    server: &TestServer,
+    answer_path: &str,
+    script: Vec<CallerStep>,
+) -> (CallReport, ServerRecord) {
     let mut config = SimConfig::new(&server.base, script);
+    config.answer_path = answer_path.to_owned();
     config.timeouts.max_call = Duration::from_secs(60);
     let report = run_call(config).await.expect("the call runs");
     assert_eq!(
@@ -148,6 +162,7 @@ async fn the_model_answers_what_the_caller_said_records_a_slot_and_ends_the_call
     let fakes = Fakes {
         deepgram: deepgram_hearing("I am calling from Tokyo.").await,
         chat: FakeChat::start(vec![Answer::Stream(vec![
+            Piece::Wait(Duration::from_millis(MODEL_DELAY_MS as u64)),
             Piece::Text("Tokyo is lovely "),
             Piece::Text("this time of year. "),
             Piece::Text("Goodbye!"),
@@ -260,13 +275,29 @@ async fn the_model_answers_what_the_caller_said_records_a_slot_and_ends_the_call
         assert!(v.problems.is_empty(), "{:?}", v.problems);
     }
 
-    // The answer's latency split names each stage.
+    // The answer's latency split puts the model's injected delay in its own stage.
     let answer = record
         .turns
         .iter()
         .find(|t| t.speech_end_ms.is_some())
         .unwrap_or_else(|| panic!("no answered turn: {:#?}", record.turns));
-    assert!(!answer.stages.is_empty(), "{answer:?}");
+    {
+        use voxgate::sim::record::Stage;
+        let end_of_turn = answer.stage(Stage::EndOfTurn).expect("end of turn timed");
+        let ready = answer
+            .stage(Stage::SttFinal)
+            .map_or(end_of_turn, |f| f.max(end_of_turn));
+        let model = answer.stage(Stage::Decided).expect("first token timed") - ready;
+        assert!(
+            (model - MODEL_DELAY_MS).abs() <= 20.0,
+            "the model's stage was {model:.1} ms for an injected {MODEL_DELAY_MS} ms: {answer:?}"
+        );
+        let tts = answer
+            .stage(Stage::FirstTtsAudio)
+            .expect("first audio timed");
+        assert!(tts > answer.stage(Stage::Decided).unwrap(), "{answer:?}");
+        assert!(answer.stage(Stage::Gateway).expect("gateway share timed") <= 10.0);
+    }
 
     // No key anywhere a user could see.
     let metrics = reqwest::get(format!("{}/metrics", server.base))
@@ -290,4 +321,415 @@ async fn the_model_answers_what_the_caller_said_records_a_slot_and_ends_the_call
             "{key} leaked"
         );
     }
+}
+
+const LONG_ANSWER: &str = "Our spring offer is great. Every customer who books before the end of the month gets a free inspection.";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barge_in_cancels_the_model_and_the_voice_on_the_wire_and_the_context_keeps_what_was_heard()
+ {
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Tell me about the offer.").await,
+        chat: FakeChat::start(vec![
+            Answer::Stream(vec![
+                Piece::Text("Our spring offer is great. "),
+                Piece::Text(
+                    "Every customer who books before the end of the month gets a free inspection. ",
+                ),
+                // Still writing when the caller cuts in.
+                Piece::Wait(Duration::from_secs(20)),
+                Piece::Text("Never heard."),
+            ]),
+            Answer::Stream(vec![
+                Piece::Text("Sure."),
+                Piece::Tool {
+                    id: "call_9",
+                    name: "end_call",
+                    arguments: "{}".into(),
+                },
+            ]),
+        ])
+        .await,
+        voice: FakeElevenLabs::start(vec![
+            voice("Hi, this is Ava."),
+            // About 4 s of speech, still playing at the barge-in.
+            voice(LONG_ANSWER),
+            voice("Sure."),
+        ])
+        .await,
+    };
+    let server = server(&fakes, PROFILE).await;
+    let (report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            CallerStep::UntilAgentHeard {
+                then: Duration::from_millis(1_500),
+            },
+            CallerStep::Audio(common::utterance(2)),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+
+    let journal = server
+        .journal(&report.call_uuid)
+        .expect("the call's journal");
+    let barge_in = journal
+        .entries()
+        .iter()
+        .find(|e| matches!(e.event, voxgate::session::journal::Event::BargeIn { .. }))
+        .map(|e| e.at)
+        .unwrap_or_else(|| panic!("no barge-in: {record:#?}"));
+    // The model's stream and the voice's socket were closed at once.
+    let chat_cancel = fakes.chat.seen()[0]
+        .cancelled_at
+        .expect("the chat fake saw the first answer cancelled");
+    let voice_close = fakes
+        .voice
+        .closed_at(1)
+        .await
+        .expect("the voice fake saw the answer's socket close");
+    let chat_ms = chat_cancel
+        .saturating_duration_since(barge_in)
+        .as_secs_f64()
+        * 1e3;
+    let voice_ms = voice_close
+        .saturating_duration_since(barge_in)
+        .as_secs_f64()
+        * 1e3;
+    println!("barge-in → chat cancel {chat_ms:.1} ms, voice close {voice_ms:.1} ms");
+    assert!(
+        chat_ms < 50.0,
+        "chat cancel seen {chat_ms:.1} ms after the barge-in"
+    );
+    assert!(
+        voice_ms < 50.0,
+        "voice close seen {voice_ms:.1} ms after the barge-in"
+    );
+
+    // The next request's context holds the answer only as far as the caller heard it.
+    let seen = fakes.chat.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let messages = seen[1].body["messages"].as_array().unwrap().clone();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, ["system", "assistant", "user", "assistant", "user"]);
+    let heard = messages[3]["content"].as_str().unwrap();
+    assert!(
+        !heard.is_empty() && heard.len() < LONG_ANSWER.len() && LONG_ANSWER.starts_with(heard),
+        "the context kept {heard:?}"
+    );
+    let cut = record
+        .transcript
+        .iter()
+        .find(|l| l.interrupted == Some(true))
+        .unwrap_or_else(|| panic!("no interrupted turn: {record:#?}"));
+    assert_eq!(cut.speaker.as_deref(), Some("agent"));
+    assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
+    // The STT stayed open through the barge-in: one socket for the whole call.
+    assert!(fakes.deepgram.socket(1).is_none(), "the STT was reopened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_model_costs_a_fallback_line_then_goodbye_not_a_hung_call() {
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Hello?").await,
+        chat: FakeChat::start(vec![Answer::Status(503, "overloaded")]).await,
+        voice: FakeElevenLabs::start(vec![voice("Hi, this is Ava.")]).await,
+    };
+    let server = server(&fakes, PROFILE).await;
+    let (report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            wait_agent(),
+            CallerStep::Audio(common::utterance(2)),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+    let lines = agent_lines(&record);
+    assert_eq!(
+        lines,
+        [
+            "Hi, this is Ava.",
+            "Sorry, I missed that.",
+            "Goodbye from Ava."
+        ],
+        "{record:#?}"
+    );
+    assert_eq!(report.hung_up_by, HungUpBy::Gateway);
+    assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
+    // Each failure was retried once before anything was heard: four requests in all.
+    assert_eq!(fakes.chat.seen().len(), 4);
+    // The call record keeps what went wrong and what the agent did.
+    let view: serde_json::Value = reqwest::Client::new()
+        .get(format!("{}/v1/calls/{}", server.base, report.call_uuid))
+        .bearer_auth(API_TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let outcomes: Vec<&str> = view["agent_events"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{view:#}"))
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(outcomes, ["retried", "fallback", "retried", "goodbye"]);
+    assert_eq!(view["agent_events"][0]["api"], "chat");
+    assert_eq!(
+        view["agent_events"][0]["message"],
+        "openai: HTTP 503: overloaded"
+    );
+    let retried = server
+        .metric("voxgate_agent_provider_failures_total{api=\"chat\",outcome=\"retried\"}")
+        .await;
+    assert!(retried >= 2.0, "retried {retried}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn when_the_voice_fails_the_fallback_line_is_still_spoken_offline() {
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Hello?").await,
+        chat: FakeChat::start(vec![Answer::Stream(vec![Piece::Text("Hello there.")])]).await,
+        voice: FakeElevenLabs::start(vec![
+            voice("Hi, this is Ava."),
+            Script::Refuse(
+                503,
+                serde_json::json!({"detail": {"status": "overloaded", "message": "busy"}}),
+            ),
+        ])
+        .await,
+    };
+    // The server runs flows; this inbound call asks for the profile on its answer URL.
+    let server = server_running(&fakes, PROFILE, "flow").await;
+    let (report, record) = call_on(
+        &server,
+        "/plivo/answer?agent=llm&flow=ava",
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            wait_agent(),
+            CallerStep::Hangup,
+        ],
+    )
+    .await;
+    let lines = agent_lines(&record);
+    assert_eq!(
+        lines,
+        ["Hi, this is Ava.", "Sorry, I missed that."],
+        "{record:#?}"
+    );
+    assert_eq!(report.hung_up_by, HungUpBy::Caller, "the call went on");
+    // The fallback line is real speech at the phone, not silence.
+    let loud = report
+        .heard
+        .iter()
+        .filter(|s| s.unsigned_abs() > 500)
+        .count();
+    assert!(loud > 2_000, "{loud} loud samples");
+}
+
+/// The model's time to its first token, injected by the chat fake.
+const MODEL_DELAY_MS: f64 = 300.0;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_small() {
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Hello.").await,
+        chat: FakeChat::start(vec![Answer::Stream(vec![
+            Piece::Wait(Duration::from_millis(MODEL_DELAY_MS as u64)),
+            Piece::Text("OK."),
+        ])])
+        .await,
+        voice: FakeElevenLabs::start(vec![voice("OK.")]).await,
+    };
+    let server = server(&fakes, PROFILE).await;
+    // 20 calls at once, 5 caller turns each: 100 answered turns.
+    let word: Vec<i16> = common::utterance(1)[..8_000].to_vec();
+    let mut script = vec![wait_agent()];
+    for _ in 0..5 {
+        script.push(CallerStep::Audio(word.clone()));
+        script.push(wait_agent());
+    }
+    script.push(CallerStep::Hangup);
+    let calls: Vec<_> = (0..20)
+        .map(|_| {
+            let script = script.clone();
+            let server = &server;
+            async move { call(server, script).await }
+        })
+        .collect();
+    let done = futures_util::future::join_all(calls).await;
+
+    let mut model_ms = Vec::new();
+    let mut gateway_ms = Vec::new();
+    for (report, record) in &done {
+        assert_eq!(report.gaps.count, 0, "gaps in the agent's audio");
+        for turn in record.turns.iter().filter(|t| t.speech_end_ms.is_some()) {
+            use voxgate::sim::record::Stage;
+            let end_of_turn = turn
+                .stage(Stage::EndOfTurn)
+                .expect("the end of turn is timed");
+            let ready = turn
+                .stage(Stage::SttFinal)
+                .map_or(end_of_turn, |f| f.max(end_of_turn));
+            let decided = turn
+                .stage(Stage::Decided)
+                .expect("the first token is timed");
+            model_ms.push(decided - ready);
+            gateway_ms.push(
+                turn.stage(Stage::Gateway)
+                    .expect("the gateway share is timed"),
+            );
+        }
+    }
+    assert!(model_ms.len() >= 100, "{} answered turns", model_ms.len());
+    gateway_ms.sort_by(f64::total_cmp);
+    model_ms.sort_by(f64::total_cmp);
+    let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    println!(
+        "{} turns: model stage p50 {:.1} / max {:.1} ms (injected {MODEL_DELAY_MS}); gateway share p50 {:.1} / p99 {:.1} / max {:.1} ms",
+        model_ms.len(),
+        p(&model_ms, 0.5),
+        model_ms[model_ms.len() - 1],
+        p(&gateway_ms, 0.5),
+        p(&gateway_ms, 0.99),
+        gateway_ms[gateway_ms.len() - 1]
+    );
+    // Twenty calls, their fakes and their callers share this test's two threads: the
+    // middle of the spread is the stage, the tail is the box's scheduling.
+    let median = p(&model_ms, 0.5);
+    assert!(
+        (median - MODEL_DELAY_MS).abs() <= 20.0,
+        "the model's stage was {median:.1} ms (median) for an injected {MODEL_DELAY_MS} ms"
+    );
+    assert!(
+        p(&gateway_ms, 0.99) <= 10.0,
+        "gateway share p99 {:.1} ms",
+        p(&gateway_ms, 0.99)
+    );
+}
+
+/// A loopback HTTP tool: answers `{"free":true}` after 400 ms, keeping what it was sent.
+async fn tool_server() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
+) {
+    use axum::routing::post;
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = std::sync::Arc::clone(&seen);
+    let app = axum::Router::new().route(
+        "/availability",
+        post(
+            move |headers: axum::http::HeaderMap, body: axum::Json<serde_json::Value>| {
+                let kept = std::sync::Arc::clone(&kept);
+                async move {
+                    let key = headers
+                        .get("x-tool-key")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_owned();
+                    kept.lock().unwrap().push((key, body.0));
+                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    axum::Json(serde_json::json!({"free": true}))
+                }
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/availability"), seen)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http_tool_gets_the_models_arguments_and_its_answer_goes_back_to_the_model() {
+    let (url, tool_seen) = tool_server().await;
+    let profile = format!(
+        r#"{PROFILE}
+[[tools]]
+name = "check_availability"
+description = "Whether a technician is free"
+url = "{url}"
+headers = {{ "X-Tool-Key" = "tool-secret-1" }}
+timeout_ms = 3000
+filler = "Let me check that for you."
+parameters = {{ type = "object", properties = {{ city = {{ type = "string" }}, time = {{ type = "string" }} }}, required = ["city", "time"] }}
+"#
+    );
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Is ten tomorrow free in Tokyo?").await,
+        chat: FakeChat::start(vec![
+            Answer::Stream(vec![Piece::Tool {
+                id: "call_t",
+                name: "check_availability",
+                arguments: r#"{"city":"Tokyo","time":"10:00"}"#.into(),
+            }]),
+            Answer::Stream(vec![
+                Piece::Text("Yes, ten is free. Goodbye."),
+                Piece::Tool {
+                    id: "call_e",
+                    name: "end_call",
+                    arguments: "{}".into(),
+                },
+            ]),
+        ])
+        .await,
+        voice: FakeElevenLabs::start(vec![voice("Hi, this is Ava.")]).await,
+    };
+    let server = server(&fakes, &profile).await;
+    let (_report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+    let sent = tool_seen.lock().unwrap().clone();
+    assert_eq!(
+        sent,
+        [(
+            "tool-secret-1".to_owned(),
+            serde_json::json!({"city": "Tokyo", "time": "10:00"})
+        )]
+    );
+    let seen = fakes.chat.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let messages = seen[1].body["messages"].as_array().unwrap();
+    let call = &messages[messages.len() - 2];
+    assert_eq!(call["role"], "assistant");
+    assert_eq!(
+        call["tool_calls"][0]["function"]["name"],
+        "check_availability"
+    );
+    let result = &messages[messages.len() - 1];
+    assert_eq!(result["role"], "tool");
+    assert_eq!(result["tool_call_id"], "call_t");
+    assert_eq!(result["content"], r#"{"free":true}"#);
+    assert_eq!(
+        agent_lines(&record),
+        [
+            "Hi, this is Ava.",
+            "Let me check that for you. Yes, ten is free. Goodbye."
+        ],
+        "{record:#?}"
+    );
+    assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
 }

@@ -324,6 +324,7 @@ impl FlowAgent {
                 turn,
                 text: text.clone(),
                 decided: Instant::now(),
+                asked: None,
             })
             .await?;
             call.last_said = Some(turn);

@@ -188,6 +188,9 @@ pub enum Command {
         text: String,
         /// When the agent decided to say it (for the latency split).
         decided: Instant,
+        /// When the agent asked its providers for it (an LLM request), if it did: the time
+        /// from there to `decided` is theirs, not the gateway's.
+        asked: Option<Instant>,
     },
     /// Audio of the open turn, at any of the audio core's rates (the session resamples).
     Audio {
@@ -234,6 +237,19 @@ pub enum Command {
     },
     /// Turn-taking for the rest of the call (a flow's interruption strategy).
     TurnTaking(TurnConfig),
+    /// A provider failed; kept on the call record.
+    ProviderFailed {
+        /// `stt`, `chat`, `tts` or `tool`.
+        api: &'static str,
+        /// The provider.
+        provider: &'static str,
+        /// What failed.
+        kind: &'static str,
+        /// What the agent did: `retried`, `fallback`, `goodbye`.
+        outcome: &'static str,
+        /// The provider's message.
+        message: String,
+    },
     /// What speech recognition heard of the caller (for the transcript and turn-taking).
     CallerText {
         /// The words.
@@ -305,6 +321,7 @@ impl AgentIo {
             turn,
             text: text.to_owned(),
             decided: Instant::now(),
+            asked: None,
         })
         .await?;
         self.send(Command::Audio {

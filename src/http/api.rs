@@ -31,7 +31,7 @@ use crate::control::model::{CallRecord, CallState, Direction, EventType};
 use crate::control::plane::{ControlPlane, HangupError, NewCall, PlaceError};
 use crate::control::store::{CallFilter, Page, SinkKind, StoreError};
 use crate::telephony::plivo::rest::RestError;
-use crate::transcript::{HungUpBy, TranscriptEntry, TurnLatency};
+use crate::transcript::{AgentEvent, HungUpBy, TranscriptEntry, TurnLatency};
 
 /// Most calls one listing page returns.
 const MAX_PAGE: usize = 200;
@@ -244,6 +244,11 @@ pub struct CallView {
     /// Who ended the call: `agent`, `caller` or `voxgate` (null while it is live).
     #[schema(value_type = Option<String>)]
     hung_up_by: Option<HungUpBy>,
+    /// What went wrong with the agent's providers: `at_ms` (media clock), `api`
+    /// (`stt`/`chat`/`tts`/`tool`), `provider`, `kind`, `outcome` (`retried`, `fallback`,
+    /// `goodbye`), `message`.
+    #[schema(value_type = Vec<Object>)]
+    agent_events: Vec<AgentEvent>,
 }
 
 impl From<CallRecord> for CallView {
@@ -272,6 +277,7 @@ impl From<CallRecord> for CallView {
             turns: call.conversation.turns,
             slots: call.conversation.slots,
             hung_up_by: call.conversation.hung_up_by,
+            agent_events: call.conversation.agent_events,
         }
     }
 }

@@ -2,7 +2,7 @@
 //!
 //! An outbound call's choices (agent, flow) were stored by `POST /v1/calls`: they come from
 //! the control plane's record of the call. An inbound call has no record yet: it runs the
-//! defaults. Recording opt-out rides the URL Plivo dials (`?record=false`), for both. A
+//! defaults, or what its answer URL names (`?agent=llm&flow=sales`). Recording opt-out rides the URL Plivo dials (`?record=false`), for both. A
 //! store that fails to answer costs the call its choices (it runs the defaults, with a
 //! warning), never the call itself.
 
@@ -49,6 +49,14 @@ pub(super) async fn resolve(
         .find(|(k, v)| k == "flow" && !v.trim().is_empty())
     {
         plan.flow_name = Some(flow.trim().to_owned());
+    }
+    // …and its agent (`?agent=llm`); an unknown name keeps the default.
+    if let Some((_, name)) = query.iter().find(|(k, _)| k == "agent") {
+        match name.parse::<AgentKind>() {
+            Ok(agent) => plan.agent = agent,
+            Err(_) => warn!(call_id = %plan.call_id, agent = ?name,
+                "the answer URL names an unknown agent: running the default"),
+        }
     }
     if let Some(call) = stored {
         plan.direction = call.direction;

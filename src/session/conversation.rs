@@ -303,6 +303,7 @@ impl Conversation {
                 turn,
                 text,
                 decided,
+                asked,
             } => {
                 if self
                     .hangup
@@ -314,7 +315,7 @@ impl Conversation {
                 self.close_open_turn();
                 let playout_turn = self.playout.open_turn();
                 self.open = Some((turn, playout_turn));
-                self.book.opened(turn, playout_turn, text, decided);
+                self.book.opened(turn, playout_turn, text, decided, asked);
             }
             Command::Audio {
                 turn,
@@ -366,6 +367,26 @@ impl Conversation {
                         since: now,
                     });
                     self.close_open_turn();
+                }
+            }
+            Command::ProviderFailed {
+                api,
+                provider,
+                kind,
+                outcome,
+                message,
+            } => {
+                let events = &mut self.book.record_mut().agent_events;
+                if events.len() < crate::transcript::MAX_AGENT_EVENTS {
+                    events.push(crate::transcript::AgentEvent {
+                        at_ms: stream.clock.now_ms(now),
+                        api: api.to_owned(),
+                        provider: provider.to_owned(),
+                        kind: kind.to_owned(),
+                        outcome: outcome.to_owned(),
+                        message,
+                    });
+                    self.publish();
                 }
             }
             Command::SetSlot { name, value } => {
@@ -633,7 +654,7 @@ impl Conversation {
         });
         let playout_turn = self.playout.open_turn();
         self.book
-            .opened(0, playout_turn, "[fallback line]".to_owned(), now);
+            .opened(0, playout_turn, "[fallback line]".to_owned(), now, None);
         self.playout.push(&self.fallback);
         self.book
             .audio(playout_turn, self.fallback.len() as u64 / 8, now);

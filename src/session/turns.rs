@@ -47,6 +47,8 @@ struct AgentTurn {
     text: String,
     words: Vec<WordTime>,
     decided: Instant,
+    /// When the agent asked its providers (the time from there to `decided` is theirs).
+    asked: Option<Instant>,
     answered: Option<Answered>,
     first_tts: Option<Instant>,
     first_play: Option<Instant>,
@@ -207,7 +209,14 @@ impl Book {
 
     /// The agent opened `turn`, played as `playout_turn`. It answers the caller's last
     /// ended turn, if it was decided after it.
-    pub(super) fn opened(&mut self, turn: u64, playout_turn: u64, text: String, decided: Instant) {
+    pub(super) fn opened(
+        &mut self,
+        turn: u64,
+        playout_turn: u64,
+        text: String,
+        decided: Instant,
+        asked: Option<Instant>,
+    ) {
         // A turn decided long after the caller's turn ended answers a timer (a reprompt, a
         // silence follow-up), not the caller.
         let answered = self.answering.take_if(|answered| {
@@ -220,6 +229,7 @@ impl Book {
             text,
             words: Vec::new(),
             decided,
+            asked,
             answered,
             first_tts: None,
             first_play: None,
@@ -340,12 +350,22 @@ impl Book {
         let first_heard = t.first_heard.map(|(at, _)| at);
         let played = matches!(settled, Settled::Heard { acked: true, .. }).then_some(now);
         // The gateway's own time: the pipeline's VAD latency beyond the hangover, the
-        // end-of-turn decision, the agent's reaction (not its text-to-speech), and from the
+        // end-of-turn decision, the agent's reaction (not its providers' time: speech
+        // recognition's final words, the model's first token, text-to-speech), and from the
         // first audio to the phone.
         let gateway = first_heard.zip(t.first_tts).map(|(heard, tts)| {
             let mut ms = ms_between(tts, heard);
             if let Some(a) = t.answered {
-                ms += ms_between(a.end_of_turn_at, t.decided).max(0.0);
+                ms += match t.asked {
+                    Some(asked) => {
+                        // It had what it needed at the end of turn, or at the final words.
+                        let ready = a
+                            .stt_final_at
+                            .map_or(a.end_of_turn_at, |f| f.max(a.end_of_turn_at));
+                        ms_between(ready, asked).max(0.0)
+                    }
+                    None => ms_between(a.end_of_turn_at, t.decided).max(0.0),
+                };
                 if let Some(vad) = a.vad_end_at {
                     ms += ms_between(vad, a.end_of_turn_at).max(0.0);
                     let vad_latency =
@@ -401,7 +421,7 @@ mod tests {
         book.speech_ended(2_000, t0 + ms(405));
         book.end_of_turn(2_000, t0, t0 + ms(406));
         book.caller_text("yes", true, 2_406, t0 + ms(406));
-        book.opened(1, 1, "Great, which city?".into(), t0 + ms(407));
+        book.opened(1, 1, "Great, which city?".into(), t0 + ms(407), None);
         book.audio(1, 500, t0 + ms(457)); // text-to-speech took 50 ms
         book.first_play(1, t0 + ms(458));
         assert_eq!(book.started(1, t0 + ms(458), 2_458), Some(1));
@@ -445,7 +465,7 @@ mod tests {
     fn a_cut_turn_keeps_only_what_was_heard() {
         let t0 = Instant::now();
         let mut book = Book::new(ms(400));
-        book.opened(1, 1, "one two three four".into(), t0);
+        book.opened(1, 1, "one two three four".into(), t0, None);
         book.audio(1, 1_000, t0);
         book.started(1, t0, 0);
         let (_, heard) = book

@@ -71,12 +71,22 @@ pub fn check(source: &str) -> Result<(), String> {
 
 /// `source` rendered with `data`, trimmed and at most `MAX_RENDERED_BYTES` (4 KiB) long.
 pub fn render(source: &str, data: &TemplateData<'_>) -> Result<String, String> {
+    render_up_to(source, data, MAX_RENDERED_BYTES)
+}
+
+/// `source` rendered with `data`, trimmed and at most `max_bytes` long (a system prompt
+/// may be longer than anything a flow says).
+pub fn render_up_to(
+    source: &str,
+    data: &TemplateData<'_>,
+    max_bytes: usize,
+) -> Result<String, String> {
     let rendered = ENV
         .render_str(source, Value::from_serialize(data))
         .map_err(|e| describe(&e))?;
     let mut text = rendered.trim();
-    if text.len() > MAX_RENDERED_BYTES {
-        let mut end = MAX_RENDERED_BYTES;
+    if text.len() > max_bytes {
+        let mut end = max_bytes;
         while !text.is_char_boundary(end) {
             end -= 1;
         }

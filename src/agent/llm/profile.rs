@@ -511,6 +511,18 @@ parameters = { type = "object", properties = { time = { type = "string" } }, req
     }
 
     #[test]
+    fn the_shipped_example_profiles_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/agents");
+        let profiles = Profiles::load(Some(&dir)).unwrap();
+        let sales = profiles
+            .get(Some("sales"))
+            .expect("examples/agents/sales.toml");
+        assert_eq!(sales.stt, SttChoice::Deepgram);
+        assert_eq!(sales.tts, TtsChoice::ElevenLabs);
+        assert_eq!(sales.tools[0].name, "check_availability");
+    }
+
+    #[test]
     fn profiles_load_from_a_folder_by_name() {
         let dir = std::env::temp_dir().join(format!("vg-profiles-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();

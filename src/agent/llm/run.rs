@@ -38,7 +38,7 @@ use super::profile::Profile;
 use super::speakable::Speakable;
 use super::tools::{self, ToolOutcome};
 use crate::agent::Agent;
-use crate::agent::flow::{TemplateData, render_template};
+use crate::agent::flow::{TemplateData, template};
 use crate::agent::seam::{AgentIo, CallInfo, Command, Event, Input, Progress};
 use crate::agent::turn::{TurnConfig, WordTime};
 use crate::audio::g711;
@@ -55,6 +55,8 @@ use crate::telemetry;
 const FINAL_WAIT: Duration = Duration::from_millis(1_000);
 /// Chat rounds one reply may take (tool calls, then the model goes on).
 const MAX_ROUNDS: u32 = 4;
+/// The longest system prompt, rendered, in bytes.
+const MAX_SYSTEM_PROMPT: usize = 32 * 1024;
 /// Retries of a reply that failed before any of it was heard.
 const MAX_RETRIES: u32 = 1;
 
@@ -137,6 +139,8 @@ struct Reply {
     turn: u64,
     opened: bool,
     decided: Instant,
+    /// When the model was first asked for this reply.
+    asked: Option<Instant>,
     first_token: Option<Instant>,
     chat: Option<ChatStream>,
     tts: Slot<TtsStream>,
@@ -152,6 +156,8 @@ struct Reply {
     rounds: u32,
     words: Vec<WordTime>,
     word_cursor: usize,
+    /// How much of `text` the session was told.
+    text_told: usize,
     audio_ms: u64,
     hang_up: bool,
     attempt: u32,
@@ -165,6 +171,7 @@ impl Reply {
             turn,
             opened: false,
             decided: Instant::now(),
+            asked: None,
             first_token: None,
             chat: None,
             tts: Slot::Opening(async move { tts.open().await }.boxed()),
@@ -177,6 +184,7 @@ impl Reply {
             rounds: 0,
             words: Vec::new(),
             word_cursor: 0,
+            text_told: 0,
             audio_ms: 0,
             hang_up: false,
             attempt: 0,
@@ -261,6 +269,8 @@ struct Call {
     answer_after: bool,
     reply: Option<Reply>,
     retry: Option<(Instant, Source)>,
+    /// When the model was first asked to answer the caller's latest turn.
+    asked: Option<Instant>,
     backoff: Backoff,
     failures: u32,
     ending: bool,
@@ -268,6 +278,10 @@ struct Call {
 
 impl Call {
     fn render(&self, source: &str) -> String {
+        self.render_up_to(source, template::MAX_RENDERED_BYTES)
+    }
+
+    fn render_up_to(&self, source: &str, max_bytes: usize) -> String {
         let metadata = self.info.metadata.as_object().cloned().unwrap_or_default();
         let data = TemplateData {
             from: &self.info.from,
@@ -277,7 +291,7 @@ impl Call {
             metadata: &metadata,
             slots: &self.slots,
         };
-        render_template(source, &data).unwrap_or_else(|e| {
+        template::render_up_to(source, &data, max_bytes).unwrap_or_else(|e| {
             warn!(error = %e, "a profile template failed to render");
             String::new()
         })
@@ -314,6 +328,8 @@ impl Call {
     /// A reply from the model to the context as it stands.
     fn answer(&self, turn: u64) -> Reply {
         let mut reply = Reply::new(Source::Model, turn, &self.setup.tts);
+        // A retry keeps the first ask: the failed attempt was the providers' time too.
+        reply.asked = self.asked.or_else(|| Some(Instant::now()));
         reply.chat = Some(open_chat(Arc::clone(&self.setup.chat), self.request()));
         reply
     }
@@ -356,12 +372,13 @@ impl Agent for LlmAgent {
             answer_after: false,
             reply: None,
             retry: None,
+            asked: None,
             backoff: Backoff::new(retry_policy()),
             failures: 0,
             ending: false,
             setup,
         };
-        let system = call.render(&call.setup.profile.system_prompt);
+        let system = call.render_up_to(&call.setup.profile.system_prompt, MAX_SYSTEM_PROMPT);
         call.push_message(Message::new(Role::System, system), None);
         let turn_taking = TurnConfig {
             interruption: call.setup.profile.interruption,
@@ -476,6 +493,11 @@ impl Call {
             Event::Playout(Progress::Cut {
                 turn, heard_text, ..
             }) => {
+                // The cut may come before the barge-in itself: stop the reply first, so
+                // what it wrote is in the context to be cut.
+                if self.reply.as_ref().is_some_and(|r| r.turn == turn) {
+                    self.cancel_reply(io).await?;
+                }
                 self.cut_to_heard(turn, &heard_text);
                 Ok(())
             }
@@ -507,6 +529,7 @@ impl Call {
             _ => self.push_message(Message::new(Role::User, words.trim().to_owned()), None),
         }
         self.backoff = Backoff::new(retry_policy());
+        self.asked = Some(Instant::now());
         self.reply = Some(self.answer(io.next_turn()));
         Ok(())
     }
@@ -610,10 +633,21 @@ impl Call {
         let turn = reply.turn;
         if !reply.opened {
             reply.opened = true;
+            reply.text_told = reply.text.len();
             io.send(Command::OpenTurn {
                 turn,
                 text: reply.text.clone(),
                 decided: reply.first_token.unwrap_or(reply.decided),
+                asked: reply.asked,
+            })
+            .await?;
+        }
+        if reply.text_told != reply.text.len() {
+            // The answer grew since the session last heard of it.
+            reply.text_told = reply.text.len();
+            io.send(Command::TurnText {
+                turn,
+                text: reply.text.clone(),
             })
             .await?;
         }
@@ -630,11 +664,6 @@ impl Call {
                     start_ms: word.start_ms,
                 });
             }
-            io.send(Command::TurnText {
-                turn,
-                text: reply.text.clone(),
-            })
-            .await?;
             io.send(Command::Words {
                 turn,
                 words: reply.words.clone(),
@@ -749,6 +778,14 @@ impl Call {
             if outcome.failed {
                 counter!(telemetry::AGENT_PROVIDER_FAILURES, "api" => "tool", "outcome" => "reported")
                     .increment(1);
+                io.send(Command::ProviderFailed {
+                    api: "tool",
+                    provider: "http",
+                    kind: "tool",
+                    outcome: "reported",
+                    message: outcome.content.clone(),
+                })
+                .await?;
             }
             self.push_message(Message::tool_result(outcome.call_id, outcome.content), None);
         }
@@ -892,6 +929,7 @@ impl Call {
             warn!(api, %error, ?delay, "provider failed before the caller heard anything: retrying");
             counter!(telemetry::AGENT_PROVIDER_FAILURES, "api" => api, "outcome" => "retried")
                 .increment(1);
+            io.send(failure(api, &error, "retried")).await?;
             self.cancel_reply(io).await?;
             self.retry = Some((Instant::now() + delay, Source::Model));
             return Ok(());
@@ -909,6 +947,7 @@ impl Call {
         counter!(telemetry::AGENT_PROVIDER_FAILURES, "api" => api, "outcome" => outcome)
             .increment(1);
         warn!(api, provider = error.provider(), kind = error.kind(), %error, failures = self.failures, outcome, "provider failed mid-call");
+        io.send(failure(api, error, outcome)).await?;
         if self.ending {
             return Ok(());
         }
@@ -930,6 +969,17 @@ impl Call {
         }
         self.reply = Some(reply);
         Ok(())
+    }
+}
+
+/// The call record's note of a provider failure.
+fn failure(api: &'static str, error: &ProviderError, outcome: &'static str) -> Command {
+    Command::ProviderFailed {
+        api,
+        provider: error.provider(),
+        kind: error.kind(),
+        outcome,
+        message: error.to_string(),
     }
 }
 

@@ -82,12 +82,16 @@ async fn server(fakes: &Fakes, profile: &str) -> TestServer {
 
 /// A server whose calls run `agent` unless their answer URL says otherwise.
 async fn server_running(fakes: &Fakes, profile: &str, agent: &str) -> TestServer {
+    server_with(fakes, profile, agent, None).await
+}
+
+async fn server_with(fakes: &Fakes, profile: &str, agent: &str, file: Option<&str>) -> TestServer {
     let profiles = common::scratch_dir("llm-profiles");
     std::fs::write(profiles.join("ava.toml"), profile).unwrap();
     let profiles = profiles.display().to_string();
     let data_dir = common::scratch_dir("llm-data").display().to_string();
     TestServer::start_with_control(
-        None,
+        file,
         &[
             ("VOXGATE_AGENT", agent),
             ("VOXGATE_AGENT_PROFILES_DIR", &profiles),
@@ -732,4 +736,90 @@ parameters = {{ type = "object", properties = {{ city = {{ type = "string" }}, t
         "{record:#?}"
     );
     assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dying_speech_recognizer_is_reopened_then_the_agent_says_goodbye() {
+    let fakes = Fakes {
+        // Every socket closes with Deepgram's "no audio" error after 2 s of audio.
+        deepgram: FakeDeepgram::start(
+            LiveScript {
+                steps: vec![
+                    fake_deepgram::Step::AfterFrames(100),
+                    fake_deepgram::Step::Close(1011, "NET-0001 no audio received"),
+                ],
+                ..LiveScript::default()
+            },
+            Vec::new(),
+        )
+        .await,
+        chat: FakeChat::start(vec![Answer::Stream(vec![Piece::Text("Unused.")])]).await,
+        voice: FakeElevenLabs::start(vec![voice("Hi, this is Ava.")]).await,
+    };
+    let server = server(&fakes, PROFILE).await;
+    let (report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+    assert_eq!(
+        agent_lines(&record),
+        [
+            "Hi, this is Ava.",
+            "Sorry, I missed that.",
+            "Goodbye from Ava."
+        ],
+        "{record:#?}"
+    );
+    assert_eq!(report.hung_up_by, HungUpBy::Gateway);
+    assert!(
+        fakes.deepgram.socket(1).is_some(),
+        "the STT was not reopened"
+    );
+    assert!(
+        fakes.chat.seen().is_empty(),
+        "nothing was heard, nothing was asked"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_model_that_stalls_mid_answer_costs_a_fallback_line_and_the_call_goes_on() {
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("What do you offer?").await,
+        chat: FakeChat::start(vec![Answer::Stream(vec![
+            Piece::Text("Let me see. "),
+            Piece::Stall,
+        ])])
+        .await,
+        voice: FakeElevenLabs::start(vec![voice("Hi, this is Ava.")]).await,
+    };
+    let timeouts = "[openai.timeouts]\nidle_ms = 700\n";
+    let server = server_with(&fakes, PROFILE, "llm", Some(timeouts)).await;
+    let (report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            CallerStep::UntilAgentSilent {
+                timeout: Duration::from_secs(10),
+            },
+            wait_agent(),
+            CallerStep::Hangup,
+        ],
+    )
+    .await;
+    let lines = agent_lines(&record);
+    assert_eq!(
+        lines,
+        ["Hi, this is Ava.", "Let me see.", "Sorry, I missed that."],
+        "{record:#?}"
+    );
+    assert_eq!(report.hung_up_by, HungUpBy::Caller, "the call went on");
+    // Something was already heard, so the stalled answer was not retried.
+    assert_eq!(fakes.chat.seen().len(), 1);
 }

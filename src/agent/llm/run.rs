@@ -273,6 +273,8 @@ struct Call {
     asked: Option<Instant>,
     backoff: Backoff,
     failures: u32,
+    /// A fallback line (and whether it is the goodbye) waiting for the reply being said.
+    pending_line: Option<(String, bool)>,
     ending: bool,
 }
 
@@ -375,6 +377,7 @@ impl Agent for LlmAgent {
             asked: None,
             backoff: Backoff::new(retry_policy()),
             failures: 0,
+            pending_line: None,
             ending: false,
             setup,
         };
@@ -840,6 +843,10 @@ impl Call {
                 })
                 .await;
         }
+        if let Some((text, hang_up)) = self.pending_line.take() {
+            self.say_offline(io, text, hang_up);
+            return Ok(());
+        }
         if std::mem::take(&mut self.answer_after) && !self.heard.trim().is_empty() {
             return self.answer_now(io).await;
         }
@@ -866,6 +873,10 @@ impl Call {
                     reason: "the agent ended the call".into(),
                 })
                 .await;
+        }
+        // A line that was waiting for this reply is not dropped with it.
+        if let Some((text, hang_up)) = self.pending_line.take() {
+            self.say_offline(io, text, hang_up);
         }
         Ok(())
     }
@@ -951,24 +962,29 @@ impl Call {
         if self.ending {
             return Ok(());
         }
-        if let Some(reply) = self.reply.take()
-            && reply.opened
-        {
-            io.send(Command::CloseTurn { turn: reply.turn }).await?;
-        }
         let text = if last {
             self.render(&profile.goodbye)
         } else {
             self.render(&profile.fallback_line)
         };
-        let mut reply = self.line(Source::Offline, io.next_turn(), &text);
         if last {
             info!("too many provider failures: saying goodbye");
-            reply.hang_up = true;
             self.ending = true;
         }
-        self.reply = Some(reply);
+        if self.reply.is_some() {
+            // What is being said is not what failed (the STT, say): the line follows it.
+            self.pending_line = Some((text, last));
+            return Ok(());
+        }
+        self.say_offline(io, text, last);
         Ok(())
+    }
+
+    /// Says `text` with espeak-ng (then hangs up, if `hang_up`).
+    fn say_offline(&mut self, io: &mut AgentIo, text: String, hang_up: bool) {
+        let mut reply = self.line(Source::Offline, io.next_turn(), &text);
+        reply.hang_up = hang_up;
+        self.reply = Some(reply);
     }
 }
 

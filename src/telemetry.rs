@@ -133,6 +133,9 @@ pub const PROVIDER_REQUESTS: &str = "voxgate_provider_requests_total";
 pub const PROVIDER_ERRORS: &str = "voxgate_provider_errors_total";
 /// Provider messages that were not the provider's protocol (skipped), by `provider`.
 pub const PROVIDER_BAD_MESSAGES: &str = "voxgate_provider_bad_messages_total";
+/// Interim results and speech-start events a live STT dropped because the agent was
+/// behind, by `provider` (finals are never dropped).
+pub const PROVIDER_STT_EVENTS_DROPPED: &str = "voxgate_provider_stt_events_dropped_total";
 /// Request sent → first byte of a provider's answer, seconds, by `provider` and `api`.
 pub const PROVIDER_FIRST_BYTE: &str = "voxgate_provider_first_byte_seconds";
 /// Provider failures an LLM agent met mid-call, by `api` (`stt`, `chat`, `tts`, `tool`) and

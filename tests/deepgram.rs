@@ -7,6 +7,7 @@ mod fake_deepgram;
 
 use std::time::{Duration, Instant};
 
+use axum::response::IntoResponse;
 use fake_deepgram::{
     BatchAnswer, FakeDeepgram, LiveScript, Received, Step, results, silent_listener,
     two_channel_answer,
@@ -324,15 +325,123 @@ async fn close_delivers_the_last_final_then_ends() {
     assert_eq!(controls, ["CloseStream"]);
     assert_eq!(seen.frames().len(), 3);
 
-    // Dropping the stream (the call hung up) closes it the same way.
+    // Dropping the stream (the call hung up) is the hard cancel: CloseStream, and the
+    // socket (which is billed) ends at once.
     let stream = stt.open().await.unwrap();
     assert!(stream.push(&frame(0)));
+    fake.wait_socket(1, |s| s.frames().len() == 1).await;
+    let dropped = Instant::now();
     drop(stream);
-    let seen = fake
-        .wait_socket(1, |s| s.controls().iter().any(|(_, t)| t == "CloseStream"))
-        .await;
+    let seen = fake.wait_socket(1, |s| s.ended.is_some()).await;
+    let ended = seen.ended.unwrap().duration_since(dropped);
+    assert!(
+        ended < Duration::from_millis(500),
+        "ended {ended:?} after the drop"
+    );
+    assert!(seen.controls().iter().any(|(_, t)| t == "CloseStream"));
     assert_eq!(seen.frames().len(), 1);
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
+}
+
+/// Neither the error's Display nor its Debug holds the key or its first 8 characters.
+fn assert_keyless(error: &ProviderError) {
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(&KEY[..8]), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn errors_that_quote_the_key_never_show_it() {
+    let refusing = FakeDeepgram::start(
+        LiveScript {
+            refuse_echoing_key: Some(401),
+            ..LiveScript::default()
+        },
+        vec![],
+    )
+    .await;
+    let error = live(raw(&refusing.base_url)).open().await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Status { status: 401, message, .. } if message == "Invalid credentials: Token ***"),
+        "{error:?}"
+    );
+    assert_keyless(&error);
+
+    let closing = FakeDeepgram::start(
+        LiveScript {
+            steps: vec![Step::AfterFrames(1), Step::CloseEchoingKey(1008)],
+            ..LiveScript::default()
+        },
+        vec![],
+    )
+    .await;
+    let mut stream = live(raw(&closing.base_url)).open().await.unwrap();
+    assert!(stream.push(&frame(0)));
+    let events = drain(&mut stream).await;
+    let [Err(error)] = events.as_slice() else {
+        panic!("{events:?}")
+    };
+    assert!(
+        matches!(error, ProviderError::Stream { message, .. } if message.contains("bad key Token ***")),
+        "{error:?}"
+    );
+    assert_keyless(error);
+}
+
+#[tokio::test]
+async fn a_normal_close_we_did_not_ask_for_is_an_error() {
+    let script = LiveScript {
+        steps: vec![Step::AfterFrames(2), Step::Close(1000, "")],
+        ..LiveScript::default()
+    };
+    let fake = FakeDeepgram::start(script, vec![]).await;
+    let mut stream = live(raw(&fake.base_url)).open().await.unwrap();
+    assert!(stream.push(&frame(0)));
+    assert!(stream.push(&frame(1)));
+    let events = drain(&mut stream).await;
+    assert!(
+        matches!(events.as_slice(), [Err(ProviderError::Stream { message, .. })] if message.contains("1000")),
+        "{events:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_server_that_keeps_pinging_after_close_stream_is_cut_off() {
+    let script = LiveScript {
+        ping_every: Some(Duration::from_millis(50)),
+        ignore_close_stream: true,
+        ..LiveScript::default()
+    };
+    let fake = FakeDeepgram::start(script, vec![]).await;
+    let stt = live(RawDeepgram {
+        timeouts: Some(RawTimeouts {
+            idle_ms: Some(400),
+            ..RawTimeouts::default()
+        }),
+        ..raw(&fake.base_url)
+    });
+    let mut stream = stt.open().await.unwrap();
+    assert!(stream.push(&frame(0)));
+    let asked = Instant::now();
+    assert!(stream.close());
+    let events = drain(&mut stream).await;
+    assert!(
+        matches!(
+            events.as_slice(),
+            [Err(ProviderError::Timeout {
+                stage: Stage::Idle,
+                ..
+            })]
+        ),
+        "{events:?}"
+    );
+    let seen = fake.wait_socket(0, |s| s.ended.is_some()).await;
+    let open_for = seen.ended.unwrap().duration_since(asked);
+    assert!(
+        open_for < Duration::from_millis(1_500),
+        "the socket lived {open_for:?} after CloseStream"
+    );
+    assert!(open_for >= Duration::from_millis(350), "{open_for:?}");
 }
 
 #[tokio::test]
@@ -544,14 +653,124 @@ async fn a_huge_batch_answer_is_refused() {
     );
 }
 
+/// A stand-in for the pre-recorded endpoint (`POST /v1/listen`) answering every request
+/// with `answer(authorization header)`; its `ws://` base URL. For the hostile answers the
+/// shared fake does not script: a server quoting the key back, a trickling body.
+async fn batch_server(answer: fn(Option<String>) -> axum::response::Response) -> String {
+    use axum::http::HeaderMap;
+    let app = axum::Router::new().route(
+        "/v1/listen",
+        axum::routing::post(
+            move |headers: HeaderMap, _body: axum::body::Bytes| async move {
+                answer(
+                    headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned),
+                )
+            },
+        ),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("ws://{addr}")
+}
+
+#[tokio::test]
+async fn a_batch_refusal_quoting_the_key_never_shows_it() {
+    // As some proxies do: the refused key, whole and in part, in the error body.
+    let url = batch_server(|authorization| {
+        let key = authorization
+            .as_deref()
+            .and_then(|v| v.strip_prefix("Token "))
+            .unwrap_or("")
+            .to_owned();
+        let prefix: String = key.chars().take(10).collect();
+        let body = json!({"err_code": "INVALID_AUTH",
+            "err_msg": format!("Invalid credentials: {key} (keys like {prefix}… are revoked)")});
+        (axum::http::StatusCode::UNAUTHORIZED, axum::Json(body)).into_response()
+    })
+    .await;
+    let adapter = DeepgramBatch::new(raw(&url).validate().unwrap()).unwrap();
+    let error = adapter.transcribe(WAV.to_vec()).await.unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Status { status: 401, message, .. } if message.starts_with("Invalid credentials: ***")),
+        "{error:?}"
+    );
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(&KEY[..8]), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_long_batch_error_body_is_quoted_in_part() {
+    let long = "x".repeat(100_000);
+    let fake = FakeDeepgram::start(
+        LiveScript::default(),
+        vec![BatchAnswer::Status(
+            502,
+            json!({"err_code": "BAD_GATEWAY", "err_msg": long}),
+        )],
+    )
+    .await;
+    let error = batch(&fake, None)
+        .transcribe(WAV.to_vec())
+        .await
+        .unwrap_err();
+    let ProviderError::Status {
+        status, message, ..
+    } = &error
+    else {
+        panic!("{error:?}")
+    };
+    assert_eq!(*status, 502);
+    // Over 64 KB is cut, not "(no message)": the start of the body still says what broke.
+    assert!(message.contains("BAD_GATEWAY"), "{message}");
+    assert!(error.retriable());
+}
+
+#[tokio::test]
+async fn a_trickling_batch_answer_stops_at_the_batch_timeout() {
+    let url = batch_server(|_| {
+        let bytes = futures_util::stream::unfold(0u32, |n| async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let byte: &'static [u8] = if n == 0 { b"{" } else { b" " };
+            Some((
+                Ok::<_, std::io::Error>(axum::body::Bytes::from_static(byte)),
+                n + 1,
+            ))
+        });
+        axum::response::Response::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from_stream(bytes))
+            .unwrap()
+    })
+    .await;
+    let adapter = DeepgramBatch::new(
+        RawDeepgram {
+            batch_timeout_ms: Some(400),
+            ..raw(&url)
+        }
+        .validate()
+        .unwrap(),
+    )
+    .unwrap();
+    let started = Instant::now();
+    let error = adapter.transcribe(WAV.to_vec()).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Timeout { stage: Stage::Idle, after, .. } if after == Duration::from_millis(400)),
+        "{error:?}"
+    );
+    assert!(error.retriable());
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
 #[tokio::test]
 async fn a_server_that_takes_audio_and_never_answers_times_out() {
     let fake = FakeDeepgram::start(LiveScript::default(), vec![]).await;
     let stt = live(RawDeepgram {
-        timeouts: Some(RawTimeouts {
-            first_byte_ms: Some(400),
-            ..RawTimeouts::default()
-        }),
+        answer_timeout_ms: Some(400),
         ..raw(&fake.base_url)
     });
     let mut stream = stt.open().await.unwrap();

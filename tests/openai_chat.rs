@@ -85,7 +85,8 @@ async fn text_streams_as_it_is_written() {
 
 #[tokio::test]
 async fn tool_calls_arrive_whole_with_the_tools_offered() {
-    let arguments = r#"{"name":"city","value":"Tokyo"}"#.to_owned();
+    // Not ASCII: the fake splits the arguments in two fragments at a character boundary.
+    let arguments = r#"{"name":"city","value":"Tōkyō 東京"}"#.to_owned();
     let fake = FakeChat::start(vec![Answer::Stream(vec![Piece::Tool {
         id: "call_7",
         name: "set_slot",
@@ -115,6 +116,75 @@ async fn tool_calls_arrive_whole_with_the_tools_offered() {
         fake.seen()[0].body["tools"][0]["function"]["name"],
         "set_slot"
     );
+    assert_eq!(fake.seen()[0].cancelled_at, None);
+}
+
+#[tokio::test]
+async fn a_runaway_tool_name_is_a_protocol_error_not_a_growing_buffer() {
+    let fake = FakeChat::start(vec![Answer::Stream(vec![
+        Piece::Text("One moment."),
+        Piece::NameFlood {
+            fragment: "lookup_",
+            times: 5_000,
+        },
+    ])])
+    .await;
+    let chat = chat(&fake, RawTimeouts::default());
+    let events = collect(&chat, request("Hi")).await;
+    assert_eq!(events[0], Ok(ChatEvent::Text("One moment.".into())));
+    let [Err(ProviderError::Protocol { reason, .. })] = &events[1..] else {
+        panic!("{events:?}")
+    };
+    assert!(reason.contains("tool name longer than 64"), "{reason}");
+}
+
+#[tokio::test]
+async fn nothing_after_the_finish_can_spoil_a_whole_answer() {
+    // A server that finishes, then stalls (or breaks) instead of sending usage and [DONE].
+    let fake = FakeChat::start(vec![
+        Answer::Stream(vec![
+            Piece::Text("Bye."),
+            Piece::Finish("stop"),
+            Piece::Stall,
+        ]),
+        Answer::Stream(vec![Piece::Text("Bye."), Piece::Finish("stop"), Piece::Cut]),
+    ])
+    .await;
+    let timeouts = RawTimeouts {
+        idle_ms: Some(300),
+        ..RawTimeouts::default()
+    };
+    let chat = chat(&fake, timeouts);
+    for _ in 0..2 {
+        let events = collect(&chat, request("Hi")).await;
+        assert_eq!(
+            events,
+            [
+                Ok(ChatEvent::Text("Bye.".into())),
+                Ok(ChatEvent::Done(FinishReason::Stop)),
+            ]
+        );
+    }
+}
+
+/// Neither the key nor any 8 or more of its leading characters in `error`'s text.
+fn assert_keyless(error: &ProviderError) {
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(&KEY[..8]), "{text}");
+    }
+}
+
+#[tokio::test]
+async fn a_server_quoting_the_key_back_never_gets_it_into_the_error() {
+    let fake = FakeChat::start(vec![Answer::EchoKey]).await;
+    let chat = chat(&fake, RawTimeouts::default());
+    let error = chat_err(&chat).await;
+    assert!(
+        matches!(&error, ProviderError::Status { status: 401, message, .. }
+            if message.starts_with("Incorrect API key provided: ***")),
+        "{error:?}"
+    );
+    assert_keyless(&error);
 }
 
 #[tokio::test]
@@ -131,7 +201,7 @@ async fn a_refusal_gives_the_servers_message_and_never_the_key() {
         error.to_string(),
         "openai: HTTP 401: Incorrect API key provided"
     );
-    assert!(!format!("{error}{error:?}").contains(KEY));
+    assert_keyless(error);
 
     let busy = FakeChat::start(vec![Answer::Status(503, "overloaded")]).await;
     let error = chat_err(&chat_for(&busy)).await;

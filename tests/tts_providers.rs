@@ -42,16 +42,26 @@ fn elevenlabs(fake: &FakeElevenLabs, timeouts: RawTimeouts) -> ElevenLabsTts {
 }
 
 fn openai(fake: &FakeAudio) -> Arc<OpenAiClient> {
+    openai_with(fake, RawOpenAi::default())
+}
+
+/// A client of `fake` with `raw`'s settings (its key, URL and speech model replaced).
+fn openai_with(fake: &FakeAudio, raw: RawOpenAi) -> Arc<OpenAiClient> {
     let config = RawOpenAi {
         api_key: Some(OPENAI_KEY.into()),
         base_url: Some(fake.base_url.clone()),
         tts_model: Some("fake-tts".into()),
         tts_voice: Some("coral".into()),
-        ..RawOpenAi::default()
+        ..raw
     }
     .validate()
     .unwrap();
     Arc::new(OpenAiClient::new(config).unwrap())
+}
+
+/// Neither the OpenAI key nor any 8 or more of its leading characters in `error`.
+fn assert_no_openai_key(error: &ProviderError) {
+    assert_keyless(error, &OPENAI_KEY[..8]);
 }
 
 /// Every item of `stream` until it ends (at most 10 s).
@@ -86,9 +96,11 @@ fn texts(messages: &[(Instant, Value)]) -> Vec<Option<&str>> {
     messages.iter().map(|(_, m)| m["text"].as_str()).collect()
 }
 
+/// Neither the error's Display nor its Debug holds `key` or its first 8 characters.
 fn assert_keyless(error: &ProviderError, key: &str) {
-    assert!(!error.to_string().contains(key), "{error}");
-    assert!(!format!("{error:?}").contains(key), "{error:?}");
+    for text in [error.to_string(), format!("{error:?}")] {
+        assert!(!text.contains(&key[..8]), "{text}");
+    }
 }
 
 // ----- ElevenLabs -----------------------------------------------------------------------
@@ -148,6 +160,9 @@ async fn elevenlabs_passes_the_phones_bytes_through_with_timed_words() {
         texts(&seen.messages[1..]),
         [Some("Hello world, "), Some("how are you? "), Some("")]
     );
+    // Each piece is flushed: spoken now, not held for the chunk schedule.
+    assert_eq!(seen.messages[1].1["flush"], true);
+    assert_eq!(seen.messages[2].1["flush"], true);
     assert_eq!(seen.messages.last().unwrap().1, json!({"text": ""}));
 
     // The audio is the fake's, byte for byte, chunk for chunk.
@@ -220,6 +235,7 @@ async fn dropping_an_elevenlabs_stream_closes_its_socket_at_once() {
         .await
         .unwrap();
     stream.say("Hello there.").await.unwrap();
+    stream.end().await.unwrap();
     assert!(stream.next().await.unwrap().is_ok());
     let dropped = Instant::now();
     drop(stream);
@@ -246,6 +262,7 @@ async fn a_refused_elevenlabs_upgrade_is_a_status_with_the_message() {
     let fake = FakeElevenLabs::start(vec![
         Script::Refuse(401, json!({"detail": {"status": "quota_exceeded", "message": quota}})),
         Script::Refuse(429, json!({"detail": {"status": "too_many_concurrent_requests", "message": "Too many concurrent requests"}})),
+        Script::RefuseEchoingKey(401),
     ])
     .await;
     let tts = elevenlabs(&fake, RawTimeouts::default());
@@ -265,6 +282,14 @@ async fn a_refused_elevenlabs_upgrade_is_a_status_with_the_message() {
         "{busy:?}"
     );
     assert!(busy.retriable());
+    // A refusal that quotes the key gives the message without it.
+    let echoed = tts.open().await.unwrap_err();
+    let ProviderError::Status { message, .. } = &echoed else {
+        panic!("{echoed:?}")
+    };
+    assert!(message.starts_with("Invalid API key: ***"), "{message}");
+    assert_keyless(&echoed, KEY);
+    assert_eq!(fake.seen()[2].api_key.as_deref(), Some(KEY));
 }
 
 #[tokio::test]
@@ -298,6 +323,112 @@ async fn an_elevenlabs_error_mid_stream_is_one_error_then_the_end() {
     assert!(message.contains("Quota exceeded"), "{message}");
 }
 
+/// The one error of an utterance the fake ends after its first text.
+async fn one_error(tts: &ElevenLabsTts) -> ProviderError {
+    let stream = tts.open().await.unwrap();
+    stream.say("Hello.").await.unwrap();
+    let mut items = collect(stream).await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    items.pop().unwrap().unwrap_err()
+}
+
+#[tokio::test]
+async fn elevenlabs_errors_that_quote_the_key_never_show_it() {
+    let fake = FakeElevenLabs::start(vec![Script::ErrorEchoingKey, Script::CloseEchoingKey]).await;
+    let tts = elevenlabs(&fake, RawTimeouts::default());
+    let error = one_error(&tts).await;
+    assert!(
+        matches!(&error, ProviderError::Stream { message, .. } if message.contains("invalid_api_key: Invalid API key ***")),
+        "{error:?}"
+    );
+    assert_keyless(&error, KEY);
+    let error = one_error(&tts).await;
+    assert!(
+        matches!(&error, ProviderError::Stream { message, .. } if message.contains("invalid key ***") && message.contains("1008")),
+        "{error:?}"
+    );
+    assert_keyless(&error, KEY);
+    // The fake did get the key (so it had something to echo).
+    assert!(
+        fake.seen()
+            .iter()
+            .all(|s| s.api_key.as_deref() == Some(KEY))
+    );
+}
+
+#[tokio::test]
+async fn an_elevenlabs_normal_close_before_the_end_or_bad_audio_is_an_error() {
+    let fake = FakeElevenLabs::start(vec![
+        Script::CloseAfterText(1000, ""),
+        Script::BadAudioAfterText,
+    ])
+    .await;
+    let tts = elevenlabs(&fake, RawTimeouts::default());
+    // The socket closed normally but no isFinal came: the utterance is cut short.
+    let error = one_error(&tts).await;
+    assert!(
+        matches!(&error, ProviderError::Stream { message, .. } if message.contains("1000")),
+        "{error:?}"
+    );
+    let error = one_error(&tts).await;
+    assert!(
+        matches!(&error, ProviderError::Protocol { reason, .. } if reason.contains("base64")),
+        "{error:?}"
+    );
+    assert!(!error.retriable());
+    assert!(fake.closed_at(1).await.is_some(), "the socket is closed");
+}
+
+#[tokio::test]
+async fn a_short_first_clause_then_a_slow_llm_is_no_timeout() {
+    // The server generates only when its buffer meets the schedule (50 characters) or a
+    // flush comes: "Sure. " alone would get no audio without a flush.
+    let fake = FakeElevenLabs::start(vec![Script::Speak {
+        chunks: vec![
+            FakeChunk {
+                text: "Sure. ",
+                ms_per_char: 10,
+            },
+            FakeChunk {
+                text: "Let me check. ",
+                ms_per_char: 10,
+            },
+        ],
+        gap: Duration::ZERO,
+        snake_case: false,
+    }])
+    .await;
+    let timeouts = RawTimeouts {
+        first_byte_ms: Some(300),
+        idle_ms: Some(300),
+        ..RawTimeouts::default()
+    };
+    let mut stream = elevenlabs(&fake, timeouts).open().await.unwrap();
+    stream.say("Sure.").await.unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(2), stream.next())
+        .await
+        .expect("the short clause is spoken at once")
+        .unwrap()
+        .unwrap();
+    assert_eq!(mulaw(&first), fake.seen()[0].audio[0]);
+    // The LLM takes twice the first-byte timeout for its next clause.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    stream.say("Let me check.").await.unwrap();
+    stream.end().await.unwrap();
+    let rest = collect(stream).await;
+    assert!(rest.iter().all(Result::is_ok), "{rest:?}");
+    let audio: Vec<u8> = std::iter::once(first)
+        .chain(rest.into_iter().map(Result::unwrap))
+        .flat_map(|c| mulaw(&c).to_vec())
+        .collect();
+    assert_eq!(audio, fake.seen()[0].audio.concat());
+    assert!(
+        fake.seen()[0].problems.is_empty(),
+        "{:?}",
+        fake.seen()[0].problems
+    );
+}
+
 #[tokio::test]
 async fn elevenlabs_silence_is_a_first_byte_then_an_idle_timeout() {
     let fake = FakeElevenLabs::start(vec![
@@ -308,7 +439,7 @@ async fn elevenlabs_silence_is_a_first_byte_then_an_idle_timeout() {
                     text: "Hi ",
                     ms_per_char: 10
                 };
-                2
+                3
             ],
             gap: Duration::from_secs(30),
             snake_case: false,
@@ -342,15 +473,17 @@ async fn elevenlabs_silence_is_a_first_byte_then_an_idle_timeout() {
         "the socket is closed after a timeout"
     );
 
+    // The flush is answered at once, the end's first chunk too, then the server stalls
+    // mid-answer: an idle timeout.
     let stream = tts.open().await.unwrap();
     stream.say("Hi.").await.unwrap();
     stream.end().await.unwrap();
     let items = collect(stream).await;
-    assert_eq!(items.len(), 2, "{items:?}");
-    assert!(items[0].is_ok());
+    assert_eq!(items.len(), 3, "{items:?}");
+    assert!(items[0].is_ok() && items[1].is_ok());
     assert!(
         matches!(
-            items[1],
+            items[2],
             Err(ProviderError::Timeout {
                 stage: Stage::Idle,
                 ..
@@ -531,6 +664,7 @@ async fn a_recording_uploads_as_a_form_and_comes_back_as_utterances() {
     assert_eq!(part("model").text(), "whisper-1");
     assert_eq!(part("response_format").text(), "verbose_json");
     assert_eq!(part("timestamp_granularities[]").text(), "segment");
+    assert_eq!(seen.problems, Vec::<String>::new());
 
     assert_eq!(transcript.duration_ms, Some(8_470));
     let said: Vec<_> = transcript
@@ -571,4 +705,142 @@ async fn transcription_errors_say_whether_to_retry() {
         "{busy:?}"
     );
     assert!(busy.retriable());
+}
+
+#[tokio::test]
+async fn gpt_4o_transcribe_asks_for_json_and_gets_one_utterance() {
+    let json = json!({"text": "Hello, is this Sam? Yes, speaking.",
+        "usage": {"type": "tokens", "input_tokens": 14, "output_tokens": 9, "total_tokens": 23}});
+    let fake = FakeAudio::start(vec![], vec![Transcription::Json(json)]).await;
+    let transcription = OpenAiTranscription::new(openai(&fake), Some("gpt-4o-mini-transcribe"));
+    let transcript = transcription.transcribe(vec![1, 2, 3]).await.unwrap();
+    let seen = &fake.transcription_seen()[0];
+    assert_eq!(seen.problems, Vec::<String>::new());
+    let part = |name: &str| seen.parts.iter().find(|p| p.name == name).map(|p| p.text());
+    assert_eq!(part("model").as_deref(), Some("gpt-4o-mini-transcribe"));
+    assert_eq!(part("response_format").as_deref(), Some("json"));
+    assert_eq!(part("timestamp_granularities[]"), None);
+    let said: Vec<_> = transcript
+        .utterances
+        .iter()
+        .map(|u| (u.channel, u.speaker, u.text.as_str()))
+        .collect();
+    assert_eq!(said, [(0, None, "Hello, is this Sam? Yes, speaking.")]);
+}
+
+#[tokio::test]
+async fn a_transcription_that_never_answers_or_trickles_times_out() {
+    let fake = FakeAudio::start(
+        vec![],
+        vec![
+            Transcription::Stall,
+            Transcription::Trickle(Duration::from_millis(20)),
+        ],
+    )
+    .await;
+    // The idle timeout stays long: only the batch timeout can end these.
+    let client = openai_with(
+        &fake,
+        RawOpenAi {
+            batch_timeout_ms: Some(400),
+            ..RawOpenAi::default()
+        },
+    );
+    let transcription = OpenAiTranscription::new(client, None);
+    let started = Instant::now();
+    let error = transcription.transcribe(vec![1, 2, 3]).await.unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ProviderError::Timeout {
+                stage: Stage::FirstByte,
+                after,
+                ..
+            } if after == Duration::from_millis(400)
+        ),
+        "{error:?}"
+    );
+    assert!(error.retriable());
+    assert!(started.elapsed() < Duration::from_secs(3));
+    let started = Instant::now();
+    let error = transcription.transcribe(vec![1, 2, 3]).await.unwrap_err();
+    assert!(
+        matches!(error, ProviderError::Timeout { stage: Stage::Idle, after, .. } if after == Duration::from_millis(400)),
+        "{error:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(3));
+    assert_eq!(fake.transcription_seen().len(), 2);
+}
+
+#[tokio::test]
+async fn a_transcription_slower_than_the_first_byte_timeout_still_arrives() {
+    // Real recordings take seconds to upload and transcribe: that wait is the batch
+    // timeout's, not the (short) first-byte one's.
+    let fake = FakeAudio::start(
+        vec![],
+        vec![Transcription::Late(
+            Duration::from_millis(600),
+            json!({"text": "Hi."}),
+        )],
+    )
+    .await;
+    let client = openai_with(
+        &fake,
+        RawOpenAi {
+            timeouts: Some(RawTimeouts {
+                first_byte_ms: Some(100),
+                ..RawTimeouts::default()
+            }),
+            ..RawOpenAi::default()
+        },
+    );
+    let transcript = OpenAiTranscription::new(client, None)
+        .transcribe(vec![1, 2, 3])
+        .await
+        .unwrap();
+    // whisper-1 asks for verbose_json; an answer with only text is one utterance.
+    assert_eq!(transcript.utterances[0].text, "Hi.");
+}
+
+#[tokio::test]
+async fn an_oversized_transcription_is_refused() {
+    let fake = FakeAudio::start(vec![], vec![Transcription::Huge(9 << 20)]).await;
+    let error = OpenAiTranscription::new(openai(&fake), None)
+        .transcribe(vec![1, 2, 3])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Protocol { reason, .. } if reason.contains("larger")),
+        "{error:?}"
+    );
+    assert!(!error.retriable());
+}
+
+#[tokio::test]
+async fn servers_quoting_the_key_back_never_get_it_into_openai_errors() {
+    let fake = FakeAudio::start(vec![Speech::EchoKey], vec![Transcription::EchoKey]).await;
+    let error = OpenAiTranscription::new(openai(&fake), None)
+        .transcribe(vec![1, 2, 3])
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ProviderError::Status { status: 401, message, .. } if message.contains("***")),
+        "{error:?}"
+    );
+    assert_no_openai_key(&error);
+    let stream = OpenAiSpeech::new(openai(&fake), None, None)
+        .open()
+        .await
+        .unwrap();
+    stream.say("Hello.").await.unwrap();
+    stream.end().await.unwrap();
+    let items = collect(stream).await;
+    let [Err(error)] = items.as_slice() else {
+        panic!("{items:?}")
+    };
+    assert!(
+        matches!(error, ProviderError::Status { status: 401, .. }),
+        "{error:?}"
+    );
+    assert_no_openai_key(error);
 }

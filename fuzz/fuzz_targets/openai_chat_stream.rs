@@ -1,12 +1,13 @@
 //! Any bytes as an OpenAI-compatible chat stream, split at any point: events or one error,
-//! never a panic; one end (`Done` or an error) at most, last; a tool call only with a name.
+//! never a panic; one end (`Done` or an error) at most, last; a tool call only with a name
+//! of at most 64 characters and an id of at most 256.
 #![no_main]
 
 use std::collections::VecDeque;
 
 use libfuzzer_sys::fuzz_target;
 use voxgate::providers::api::ChatEvent;
-use voxgate::providers::openai::chat::ChatDecoder;
+use voxgate::providers::openai::chat::{ChatDecoder, MAX_TOOL_ID, MAX_TOOL_NAME};
 use voxgate::providers::openai::sse::SseReader;
 
 fuzz_target!(|data: &[u8]| {
@@ -32,6 +33,8 @@ fuzz_target!(|data: &[u8]| {
     for event in &out {
         if let Ok(ChatEvent::ToolCall(call)) = event {
             assert!(!call.name.is_empty());
+            assert!(call.name.chars().count() <= MAX_TOOL_NAME);
+            assert!(call.id.chars().count() <= MAX_TOOL_ID);
         }
     }
 

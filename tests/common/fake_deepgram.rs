@@ -40,6 +40,9 @@ pub enum Step {
     AfterFrames(usize),
     /// Close with this code and reason.
     Close(u16, &'static str),
+    /// Close with this code and a reason quoting the `Authorization` header it got (some
+    /// proxies and self-hosted servers do).
+    CloseEchoingKey(u16),
 }
 
 /// How the live endpoint answers.
@@ -53,6 +56,13 @@ pub struct LiveScript {
     pub on_finalize: Option<Value>,
     /// Sent after `CloseStream`, before `Metadata` and the close.
     pub on_close_stream: Vec<Value>,
+    /// Refuse the upgrade with this status and an error body quoting the `Authorization`
+    /// header it got.
+    pub refuse_echoing_key: Option<u16>,
+    /// Send a WebSocket ping this often, from the moment the socket opens.
+    pub ping_every: Option<Duration>,
+    /// Take `CloseStream` like any message and keep the socket open (a misbehaving server).
+    pub ignore_close_stream: bool,
 }
 
 /// How the batch endpoint answers.
@@ -226,6 +236,11 @@ async fn listen(
     headers: HeaderMap,
     upgrade: WebSocketUpgrade,
 ) -> Response {
+    let auth = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
     let seen = Arc::new(Mutex::new(LiveSeen {
         query: query.unwrap_or_default(),
         headers,
@@ -236,6 +251,11 @@ async fn listen(
         shared.sockets.push(Arc::clone(&seen));
         shared.live.clone()
     };
+    if let Some(status) = script.refuse_echoing_key {
+        let body = json!({"err_code": "INVALID_AUTH",
+            "err_msg": format!("Invalid credentials: {auth}"), "request_id": "r"});
+        return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    }
     if let Some((status, body, retry_after)) = script.refuse {
         let mut response =
             (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
@@ -247,7 +267,7 @@ async fn listen(
         return response;
     }
     upgrade.on_upgrade(move |socket| async move {
-        session(socket, script, Arc::clone(&seen)).await;
+        session(socket, script, auth, Arc::clone(&seen)).await;
         seen.lock().unwrap().ended = Some(Instant::now());
     })
 }
@@ -256,11 +276,11 @@ fn text(value: &Value) -> Message {
     Message::Text(value.to_string().into())
 }
 
-async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
+async fn close(socket: &mut WebSocket, code: u16, reason: &str) {
     let _ = socket
         .send(Message::Close(Some(CloseFrame {
             code,
-            reason: reason.into(),
+            reason: reason.to_owned().into(),
         })))
         .await;
     // Read until the client answers the close (or goes away).
@@ -277,8 +297,16 @@ async fn close(socket: &mut WebSocket, code: u16, reason: &'static str) {
     }
 }
 
-async fn session(mut socket: WebSocket, script: LiveScript, seen: Arc<Mutex<LiveSeen>>) {
-    let mut steps: VecDeque<Step> = script.steps.into();
+async fn session(
+    mut socket: WebSocket,
+    script: LiveScript,
+    auth: String,
+    seen: Arc<Mutex<LiveSeen>>,
+) {
+    let mut steps: VecDeque<Step> = script.steps.clone().into();
+    let mut next_ping = script
+        .ping_every
+        .map(|every| tokio::time::Instant::now() + every);
     let mut frames = 0usize;
     let mut wake: Option<tokio::time::Instant> = None;
     loop {
@@ -307,6 +335,10 @@ async fn session(mut socket: WebSocket, script: LiveScript, seen: Arc<Mutex<Live
                     close(&mut socket, code, reason).await;
                     return;
                 }
+                Step::CloseEchoingKey(code) => {
+                    close(&mut socket, code, &format!("bad key {auth}")).await;
+                    return;
+                }
             }
             steps.pop_front();
         }
@@ -316,8 +348,21 @@ async fn session(mut socket: WebSocket, script: LiveScript, seen: Arc<Mutex<Live
                 None => std::future::pending().await,
             }
         };
+        let ping = async {
+            match next_ping {
+                Some(at) => tokio::time::sleep_until(at).await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             () = sleep => continue,
+            () = ping => {
+                next_ping = script.ping_every.map(|every| tokio::time::Instant::now() + every);
+                if socket.send(Message::Ping(Bytes::from_static(b"fake"))).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             message = socket.recv() => message,
         };
         let Some(Ok(message)) = message else { return };
@@ -350,7 +395,7 @@ async fn session(mut socket: WebSocket, script: LiveScript, seen: Arc<Mutex<Live
                             let _ = socket.send(text(reply)).await;
                         }
                     }
-                    Some("CloseStream") => {
+                    Some("CloseStream") if !script.ignore_close_stream => {
                         for value in &script.on_close_stream {
                             let _ = socket.send(text(value)).await;
                         }

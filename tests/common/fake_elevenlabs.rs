@@ -2,8 +2,12 @@
 //! (`../shared/reference/providers.md` §6.1), not from voxgate's adapter:
 //! `GET /v1/text-to-speech/{voice_id}/stream-input?model_id=…&output_format=…`, key in the
 //! `xi-api-key` header; the client's first message is the init (`"text":" "` and
-//! `voice_settings`), then text pieces each ending in one space, then `{"text":""}`. The
-//! fake answers `{"audio":<base64>,"alignment":{chars,charStartTimesMs,charDurationsMs},
+//! `voice_settings`, optionally `generation_config.chunk_length_schedule`), then text pieces
+//! each ending in one space, then `{"text":""}`. As §6.1 says, the fake buffers text and
+//! generates only when the buffer reaches the schedule's current step (default
+//! 120/160/250/290 characters), on a `"flush":true`, or at the end of input;
+//! `try_trigger_generation` (whose minimum is unconfirmed) triggers nothing. It answers
+//! `{"audio":<base64>,"alignment":{chars,charStartTimesMs,charDurationsMs},
 //! "normalizedAlignment":{…}}` chunks (times relative to the chunk), `{"isFinal":true}`
 //! after the end of input, then a normal close.
 //!
@@ -40,9 +44,10 @@ pub struct FakeChunk {
 /// What the fake does with one connection.
 #[derive(Debug, Clone)]
 pub enum Script {
-    /// After the first text, send `chunks` `gap` apart; once all are sent and the input
-    /// has ended, send the final message and close normally. `snake_case` sends
-    /// `is_final` and `normalized_alignment` (no `alignment`) instead.
+    /// Each generation (schedule reached or flush) sends the next of `chunks`; the end of
+    /// input sends all the rest, `gap` apart (the first of each generation at once); once
+    /// all are sent and the input has ended, the final message and a normal close.
+    /// `snake_case` sends `is_final` and `normalized_alignment` (no `alignment`) instead.
     Speak {
         chunks: Vec<FakeChunk>,
         gap: Duration,
@@ -55,6 +60,14 @@ pub enum Script {
     ErrorAfterText(Value),
     /// After the first text, close with this code and reason (no JSON).
     CloseAfterText(u16, &'static str),
+    /// Refuse the upgrade with this status and a body quoting the key it got.
+    RefuseEchoingKey(u16),
+    /// After the first text, an error JSON quoting the key, then close 1008.
+    ErrorEchoingKey,
+    /// After the first text, close 1008 with a reason quoting the key.
+    CloseEchoingKey,
+    /// After the first text, an audio message whose `audio` is not base64.
+    BadAudioAfterText,
     /// Accept text, never answer.
     Silent,
 }
@@ -167,29 +180,64 @@ async fn upgrade(
         });
         (script, shared.seen.len() - 1)
     };
-    if let Script::Refuse(status, body) = script {
-        return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+    let key = headers
+        .get("xi-api-key")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    match script {
+        Script::Refuse(status, body) => {
+            return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+        }
+        Script::RefuseEchoingKey(status) => {
+            let body = json!({"detail": {"status": "invalid_api_key",
+                "message": format!("Invalid API key: {key}")}});
+            return (StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response();
+        }
+        _ => {}
     }
-    ws.on_upgrade(move |socket| Connection::new(shared, index, script).run(socket))
+    ws.on_upgrade(move |socket| Connection::new(shared, index, script, key).run(socket))
 }
 
 struct Connection {
     shared: SharedState,
     index: usize,
     script: Script,
+    /// The `xi-api-key` the client sent.
+    key: String,
     /// Client text messages so far.
     received: usize,
     input_ended: bool,
+    /// The init's chunk schedule (characters before each generation).
+    schedule: Vec<usize>,
+    /// Characters buffered since the last generation.
+    buffered: usize,
+    /// Generations started.
+    generations: usize,
+}
+
+/// What a client text message asks of the server.
+enum Asked {
+    /// Nothing yet (the init, or text still under the schedule).
+    Nothing,
+    /// Generate what is buffered.
+    Generate,
+    /// The input ended: generate the rest and finish.
+    End,
 }
 
 impl Connection {
-    fn new(shared: SharedState, index: usize, script: Script) -> Self {
+    fn new(shared: SharedState, index: usize, script: Script, key: String) -> Self {
         Self {
             shared,
             index,
             script,
+            key,
             received: 0,
             input_ended: false,
+            schedule: vec![120, 160, 250, 290],
+            buffered: 0,
+            generations: 0,
         }
     }
 
@@ -201,8 +249,8 @@ impl Connection {
         self.record(|s| s.problems.push(problem));
     }
 
-    /// Checks a client message against §6.1; true when it is the first text (not the init).
-    fn check(&mut self, text: &str) -> bool {
+    /// Checks a client message against §6.1 and says what it asks for.
+    fn check(&mut self, text: &str) -> Asked {
         let value: Value = match serde_json::from_str(text) {
             Ok(v) => v,
             Err(_) => {
@@ -213,6 +261,11 @@ impl Connection {
         self.record(|s| s.messages.push((Instant::now(), value.clone())));
         self.received += 1;
         let text = value.get("text").and_then(Value::as_str);
+        for flag in ["flush", "try_trigger_generation"] {
+            if value.get(flag).is_some_and(|v| !v.is_boolean()) {
+                self.problem(format!("{flag} is not a boolean: {value}"));
+            }
+        }
         if self.received == 1 {
             if text != Some(" ") {
                 self.problem(format!("the init's text is {text:?}, not \" \""));
@@ -220,20 +273,51 @@ impl Connection {
             if !value.get("voice_settings").is_some_and(Value::is_object) {
                 self.problem("the init has no voice_settings".into());
             }
-            return false;
+            if let Some(steps) = value
+                .pointer("/generation_config/chunk_length_schedule")
+                .and_then(Value::as_array)
+            {
+                let steps: Vec<usize> = steps
+                    .iter()
+                    .filter_map(Value::as_u64)
+                    .map(|n| n as usize)
+                    .collect();
+                if steps.is_empty() || steps.iter().any(|n| !(50..=500).contains(n)) {
+                    self.problem(format!("a bad chunk_length_schedule: {value}"));
+                } else {
+                    self.schedule = steps;
+                }
+            }
+            return Asked::Nothing;
         }
         if self.input_ended {
             self.problem(format!("a message after the end of input: {value}"));
         }
         match text {
-            None => self.problem(format!("a message without text: {value}")),
-            Some("") => self.input_ended = true,
-            Some(t) if !t.ends_with(' ') => {
-                self.problem(format!("text {t:?} does not end with a space"))
+            None => {
+                self.problem(format!("a message without text: {value}"));
+                Asked::Nothing
             }
-            Some(_) => {}
+            Some("") => {
+                self.input_ended = true;
+                Asked::End
+            }
+            Some(t) => {
+                if !t.ends_with(' ') {
+                    self.problem(format!("text {t:?} does not end with a space"));
+                }
+                self.buffered += t.chars().count();
+                let step = self.schedule[self.generations.min(self.schedule.len() - 1)];
+                let flush = value.get("flush") == Some(&Value::Bool(true));
+                if flush || self.buffered >= step {
+                    self.buffered = 0;
+                    self.generations += 1;
+                    Asked::Generate
+                } else {
+                    Asked::Nothing
+                }
+            }
         }
-        self.received == 2
     }
 
     async fn run(mut self, mut socket: WebSocket) {
@@ -245,14 +329,15 @@ impl Connection {
             } => (VecDeque::from(chunks.clone()), *gap, *snake_case),
             _ => (VecDeque::new(), Duration::ZERO, false),
         };
-        let mut next_send: Option<tokio::time::Instant> = None;
+        // Chunks generated and not sent yet, each with when it is due.
+        let mut due: VecDeque<(tokio::time::Instant, FakeChunk)> = VecDeque::new();
         let mut sent = 0usize;
         let mut finished = false;
         loop {
             let wait = async {
-                match next_send {
-                    Some(at) if !chunks.is_empty() => tokio::time::sleep_until(at).await,
-                    _ => std::future::pending().await,
+                match due.front() {
+                    Some((at, _)) => tokio::time::sleep_until(*at).await,
+                    None => std::future::pending().await,
                 }
             };
             tokio::select! {
@@ -271,27 +356,37 @@ impl Connection {
                     }
                     Some(Ok(Message::Binary(_))) => self.problem("a binary frame".into()),
                     Some(Ok(Message::Text(text))) => {
-                        if self.check(&text) {
-                            if !self.on_first_text(&mut socket).await {
-                                continue;
+                        let asked = self.check(&text);
+                        if self.received == 2 && !self.on_first_text(&mut socket).await {
+                            continue;
+                        }
+                        let take = match asked {
+                            Asked::Nothing => 0,
+                            Asked::Generate => 1,
+                            Asked::End => chunks.len(),
+                        };
+                        let now = tokio::time::Instant::now();
+                        let mut at = due.back().map_or(now, |(last, _)| (*last).max(now));
+                        for (i, chunk) in chunks.drain(..take.min(chunks.len())).enumerate() {
+                            if i > 0 {
+                                at += gap;
                             }
-                            next_send = Some(tokio::time::Instant::now());
+                            due.push_back((at, chunk));
                         }
                     }
                     Some(Ok(_)) => {}
                 },
                 () = wait => {
-                    let chunk = chunks.pop_front().unwrap();
+                    let Some((_, chunk)) = due.pop_front() else { continue };
                     let message = self.audio_message(sent, &chunk, snake_case);
                     sent += 1;
                     if socket.send(Message::Text(message.to_string().into())).await.is_err() {
                         continue;
                     }
-                    next_send = Some(tokio::time::Instant::now() + gap);
                 }
             }
             let speaking = matches!(self.script, Script::Speak { .. });
-            if speaking && !finished && self.input_ended && chunks.is_empty() {
+            if speaking && !finished && self.input_ended && chunks.is_empty() && due.is_empty() {
                 finished = true;
                 let key = if snake_case { "is_final" } else { "isFinal" };
                 let _ = socket
@@ -311,7 +406,34 @@ impl Connection {
     async fn on_first_text(&mut self, socket: &mut WebSocket) -> bool {
         match self.script.clone() {
             Script::Speak { .. } => true,
-            Script::Silent | Script::Refuse(..) => false,
+            Script::Silent | Script::Refuse(..) | Script::RefuseEchoingKey(_) => false,
+            Script::ErrorEchoingKey => {
+                let error = json!({"message": format!("Invalid API key {}", self.key),
+                    "error": "invalid_api_key", "code": 1008});
+                let _ = socket.send(Message::Text(error.to_string().into())).await;
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: "invalid_api_key".into(),
+                    })))
+                    .await;
+                false
+            }
+            Script::CloseEchoingKey => {
+                let reason = format!("invalid key {}", self.key);
+                let _ = socket
+                    .send(Message::Close(Some(CloseFrame {
+                        code: 1008,
+                        reason: reason.into(),
+                    })))
+                    .await;
+                false
+            }
+            Script::BadAudioAfterText => {
+                let bad = json!({"audio": "this is not base64!", "isFinal": null});
+                let _ = socket.send(Message::Text(bad.to_string().into())).await;
+                false
+            }
             Script::ErrorAfterText(error) => {
                 let chunk = FakeChunk {
                     text: "Hello ",

@@ -4,7 +4,10 @@
 //!   speed?, instructions?}`; with `response_format: "pcm"` the body is headerless 24 kHz
 //!   s16le mono, streamed in odd-sized pieces;
 //! - `POST /v1/audio/transcriptions`, multipart/form-data (`file`, `model`,
-//!   `response_format`, `timestamp_granularities[]`), answered with `verbose_json`.
+//!   `response_format`, `timestamp_granularities[]`), answered with the scripted JSON. As
+//!   §5 says, `gpt-4o-transcribe` / `gpt-4o-mini-transcribe` take only `json`, and
+//!   `timestamp_granularities[]` needs `verbose_json`: a request breaking either is
+//!   recorded in `problems` and answered 400, as the API would.
 //!
 //! Errors are `{"error":{"message",…}}` bodies. Each speech request takes the next scripted
 //! [`Speech`] answer (the last one repeats); the fake records every request with its
@@ -36,6 +39,8 @@ pub enum Speech {
     Pcm { ms_per_char: u64, gap: Duration },
     /// An HTTP error with OpenAI's body and, if given, `Retry-After` (seconds).
     Status(u16, &'static str, Option<u64>),
+    /// 401 quoting the request's key back (see [`echo_key`]).
+    EchoKey,
 }
 
 /// What the fake saw of one speech request.
@@ -75,6 +80,8 @@ pub struct TranscriptionSeen {
     pub content_type: Option<String>,
     /// The form's parts (empty when the body was not a multipart form).
     pub parts: Vec<FormPart>,
+    /// Rules of §5 the request broke.
+    pub problems: Vec<String>,
 }
 
 /// How the fake answers one transcription request.
@@ -84,6 +91,17 @@ pub enum Transcription {
     Json(Value),
     /// An HTTP error with OpenAI's body.
     Status(u16, &'static str),
+    /// 200 with this JSON after this long (a server transcribing a real recording).
+    Late(Duration, Value),
+    /// Headers never come (a server that takes the upload and never answers).
+    Stall,
+    /// 200, then one byte of a JSON answer every `gap`, never ending (a trickle: each
+    /// read is quick, the whole never comes).
+    Trickle(Duration),
+    /// 200 with a JSON string this many bytes long.
+    Huge(usize),
+    /// 401 quoting the request's key back (see [`echo_key`]).
+    EchoKey,
 }
 
 #[derive(Default)]
@@ -149,6 +167,19 @@ fn header(headers: &HeaderMap, name: &str) -> Option<String> {
         .get(name)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// A 401 whose message quotes the key of `Authorization: Bearer <key>`, whole and its
+/// first 12 characters, as some proxies and self-hosted servers do.
+fn echo_key(headers: &HeaderMap) -> Response {
+    let key = header(headers, "authorization")
+        .and_then(|v| v.strip_prefix("Bearer ").map(str::to_owned))
+        .unwrap_or_default();
+    let prefix: String = key.chars().take(12).collect();
+    error_body(
+        401,
+        &format!("Incorrect API key provided: {key}. Keys starting {prefix}... are revoked."),
+    )
 }
 
 fn error_body(status: u16, message: &str) -> Response {
@@ -226,6 +257,7 @@ async fn speak(State(shared): State<SharedState>, headers: HeaderMap, body: Byte
             }
             return response;
         }
+        Speech::EchoKey => return echo_key(&headers),
         Speech::Pcm { ms_per_char, gap } => (ms_per_char, gap),
     };
     let samples = fake_pcm(seed, 24 * ms_per_char as usize * input.chars().count());
@@ -283,22 +315,83 @@ async fn transcribe(
         .and_then(|ct| ct.split("boundary=").nth(1))
         .map(|boundary| parse_multipart(&body, boundary.trim_matches('"')))
         .unwrap_or_default();
+    let problems = form_problems(&parts);
     let answer = {
         let mut shared = shared.lock().unwrap();
         shared.transcription_seen.push(TranscriptionSeen {
             authorization: header(&headers, "authorization"),
             content_type,
             parts,
+            problems: problems.clone(),
         });
         shared
             .transcriptions
             .pop_front()
             .unwrap_or(Transcription::Status(500, "no script"))
     };
+    if let Transcription::EchoKey = answer {
+        return echo_key(&headers);
+    }
+    if !problems.is_empty() {
+        return error_body(400, &problems.join("; "));
+    }
     match answer {
         Transcription::Json(value) => axum::Json(value).into_response(),
+        Transcription::Late(wait, value) => {
+            tokio::time::sleep(wait).await;
+            axum::Json(value).into_response()
+        }
         Transcription::Status(status, message) => error_body(status, message),
+        Transcription::EchoKey => echo_key(&headers),
+        Transcription::Stall => {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            StatusCode::OK.into_response()
+        }
+        Transcription::Huge(n) => {
+            let mut body = Vec::with_capacity(n + 12);
+            body.extend_from_slice(b"{\"text\":\"");
+            body.resize(n + 9, b'a');
+            body.extend_from_slice(b"\"}");
+            ([("content-type", "application/json")], body).into_response()
+        }
+        Transcription::Trickle(gap) => {
+            let bytes = futures_util::stream::unfold(0usize, move |sent| async move {
+                tokio::time::sleep(gap).await;
+                let byte: &'static [u8] = if sent == 0 { b"{" } else { b" " };
+                Some((Ok::<_, std::io::Error>(Bytes::from_static(byte)), sent + 1))
+            });
+            Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(bytes))
+                .unwrap()
+        }
     }
+}
+
+/// The rules of §5 a transcription form breaks: a `file` and a `model` are required;
+/// `gpt-4o-(mini-)transcribe` take only `response_format=json`; word or segment
+/// timestamps need `verbose_json`.
+fn form_problems(parts: &[FormPart]) -> Vec<String> {
+    let text = |name: &str| parts.iter().find(|p| p.name == name).map(FormPart::text);
+    let mut problems = Vec::new();
+    if !parts.iter().any(|p| p.name == "file") {
+        problems.push("no file".to_owned());
+    }
+    let model = text("model").unwrap_or_default();
+    if model.is_empty() {
+        problems.push("no model".to_owned());
+    }
+    let format = text("response_format").unwrap_or_else(|| "json".to_owned());
+    let json_only = ["gpt-4o-transcribe", "gpt-4o-mini-transcribe"];
+    if json_only.contains(&model.as_str()) && format != "json" {
+        problems.push(format!(
+            "response_format '{format}' is not compatible with model '{model}'"
+        ));
+    }
+    if text("timestamp_granularities[]").is_some() && format != "verbose_json" {
+        problems.push("timestamp_granularities[] needs response_format verbose_json".to_owned());
+    }
+    problems
 }
 
 /// The parts of a multipart/form-data body (RFC 7578), leniently.

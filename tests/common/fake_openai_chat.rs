@@ -3,9 +3,13 @@
 //! /v1/chat/completions` with `stream: true` answers server-sent events of
 //! `chat.completion.chunk`s and `data: [DONE]`; errors are `{"error":{...}}` bodies.
 //!
+//! A whole answer ends as §3 shows: the finish chunk, the usage chunk (`choices: []` with
+//! token totals), then `[DONE]`.
+//!
 //! Each request takes the next scripted [`Answer`] (the last one repeats). The fake records
 //! every request's JSON body and headers, when it arrived, and when the client went away
-//! before the answer was complete (the cancel: a dropped connection).
+//! before the finish chunk was sent (the cancel: a dropped connection; a client that stops
+//! reading once the answer finished is not cancelling).
 #![allow(dead_code)]
 
 use std::collections::VecDeque;
@@ -37,6 +41,15 @@ pub enum Piece {
     },
     /// An in-stream error object.
     Error(&'static str),
+    /// One tool call whose name comes as `fragment`, `times` times over (a runaway
+    /// server).
+    NameFlood {
+        fragment: &'static str,
+        times: usize,
+    },
+    /// The finish chunk with this reason now (the pieces after it are sent after it, and
+    /// no second finish at the end: a server that misbehaves after finishing).
+    Finish(&'static str),
     /// Stop sending and never finish (a stall).
     Stall,
     /// Close the connection mid-answer.
@@ -53,6 +66,9 @@ pub enum Answer {
     Status(u16, &'static str),
     /// No answer at all (not even headers) for this long.
     Silent(Duration),
+    /// 401 whose message quotes the key of the request's `Authorization: Bearer` header,
+    /// whole and its first 12 characters (as some proxies and self-hosted servers do).
+    EchoKey,
 }
 
 /// What the fake saw of one request.
@@ -61,7 +77,7 @@ pub struct Seen {
     pub at: Instant,
     pub body: Value,
     pub authorization: Option<String>,
-    /// When the client dropped the connection before the answer was complete.
+    /// When the client dropped the connection before the finish chunk was sent.
     pub cancelled_at: Option<Instant>,
 }
 
@@ -109,7 +125,7 @@ impl FakeChat {
     }
 }
 
-/// Marks the request cancelled if dropped before `done`.
+/// Marks the request cancelled if dropped before `done` (set once the answer finished).
 struct CancelGuard {
     shared: Arc<Mutex<Shared>>,
     index: usize,
@@ -173,6 +189,20 @@ async fn complete(
             tokio::time::sleep(wait).await;
             return (StatusCode::GATEWAY_TIMEOUT, "late").into_response();
         }
+        Answer::EchoKey => {
+            let key = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("")
+                .to_owned();
+            let prefix: String = key.chars().take(12).collect();
+            let message = format!(
+                "Incorrect API key provided: {key}. Keys starting {prefix}... are revoked."
+            );
+            let body = json!({"error": {"message": message, "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}});
+            return (StatusCode::UNAUTHORIZED, axum::Json(body)).into_response();
+        }
         Answer::Stream(pieces) => pieces,
     };
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(16);
@@ -188,6 +218,7 @@ async fn complete(
         };
         let mut tool_index = 0;
         let mut first = true;
+        let mut finished = false;
         for piece in pieces {
             if first {
                 first = false;
@@ -208,7 +239,12 @@ async fn complete(
                     name,
                     arguments,
                 } => {
-                    let (a, b) = arguments.split_at(arguments.len() / 2);
+                    // Halves at a character boundary (arguments may be any UTF-8).
+                    let mut half = arguments.len() / 2;
+                    while !arguments.is_char_boundary(half) {
+                        half -= 1;
+                    }
+                    let (a, b) = arguments.split_at(half);
                     let head = json!({"tool_calls": [{"index": tool_index, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]});
                     let one = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": a}}]});
                     let two = json!({"tool_calls": [{"index": tool_index, "function": {"arguments": b}}]});
@@ -216,6 +252,24 @@ async fn complete(
                     send(chunk(head, None)).await
                         && send(chunk(one, None)).await
                         && send(chunk(two, None)).await
+                }
+                Piece::NameFlood { fragment, times } => {
+                    let mut ok = true;
+                    for _ in 0..times {
+                        let delta = json!({"tool_calls": [{"index": tool_index, "function": {"name": fragment}}]});
+                        if !send(chunk(delta, None)).await {
+                            ok = false;
+                            break;
+                        }
+                    }
+                    tool_index += 1;
+                    ok
+                }
+                Piece::Finish(reason) => {
+                    finished = true;
+                    let ok = send(chunk(json!({}), Some(reason))).await;
+                    guard.done = ok;
+                    ok
                 }
                 Piece::Error(message) => {
                     let error = json!({"error": {"message": message, "type": "server_error"}});
@@ -240,9 +294,17 @@ async fn complete(
             }
         }
         let finish = if tool_index > 0 { "tool_calls" } else { "stop" };
-        let ok = send(chunk(json!({}), Some(finish))).await
+        if !finished && !send(chunk(json!({}), Some(finish))).await {
+            return;
+        }
+        // The answer is complete: a client may stop reading here.
+        guard.done = true;
+        let usage = json!({
+            "id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 1, "model": "fake",
+            "choices": [], "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+        });
+        let _ = send(Bytes::from(format!("data: {usage}\n\n"))).await
             && send(Bytes::from_static(b"data: [DONE]\n\n")).await;
-        guard.done = ok;
     });
     let stream = tokio_stream_from(rx);
     Response::builder()

@@ -22,15 +22,28 @@ pub enum Stage {
     FirstByte,
     /// Waiting for the next byte of a streaming answer.
     Idle,
+    /// Waiting for the whole of a bounded answer (a trickling body).
+    Body,
 }
 
 impl Stage {
+    /// What did not come in time, for messages.
+    const fn waited_for(self) -> &'static str {
+        match self {
+            Self::Connect => "no connection",
+            Self::FirstByte => "no first byte",
+            Self::Idle => "nothing more",
+            Self::Body => "no complete answer",
+        }
+    }
+
     /// A fixed label for metrics and messages.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Connect => "connect",
             Self::FirstByte => "first_byte",
             Self::Idle => "idle",
+            Self::Body => "body",
         }
     }
 }
@@ -47,7 +60,7 @@ pub enum ProviderError {
         reason: String,
     },
     /// A stage took longer than its timeout.
-    #[error("{provider}: no {} within {after:?}", stage.as_str().replace('_', " "))]
+    #[error("{provider}: {} within {after:?}", stage.waited_for())]
     Timeout {
         /// The provider.
         provider: &'static str,
@@ -135,6 +148,7 @@ impl ProviderError {
                 Stage::Connect => "timeout_connect",
                 Stage::FirstByte => "timeout_first_byte",
                 Stage::Idle => "timeout_idle",
+                Stage::Body => "timeout_body",
             },
             Self::Status { .. } => "status",
             Self::Stream { .. } => "stream",

@@ -21,7 +21,9 @@
 //! calls, sessions or Plivo. Never: logs or formats an [`ApiKey`].
 
 pub mod error;
+pub mod http;
 pub mod timeouts;
+pub mod ws;
 
 use std::pin::Pin;
 use std::sync::Arc;

@@ -48,6 +48,8 @@ impl Timeouts {
             Stage::Connect => self.connect,
             Stage::FirstByte => self.first_byte,
             Stage::Idle => self.idle,
+            // A bounded body's deadline is the caller's own; the idle clock still runs.
+            Stage::Body => self.idle,
         }
     }
 

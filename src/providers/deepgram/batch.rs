@@ -7,28 +7,29 @@
 //! answer has no `utterances`, each channel's best alternative becomes one utterance.
 //!
 //! Timeouts: connect (the client's), the answer's headers under `batch_timeout` (the
-//! server transcribes before it answers), each later body read under the idle timeout.
-//! Bounded: an answer over [`MAX_ANSWER`] bytes is a protocol error. Never: sends the key
-//! anywhere but the `Authorization` header (marked sensitive).
+//! server transcribes before it answers), each later body read under the idle timeout and
+//! the whole body within `batch_timeout` again. Bounded: an answer over [`MAX_ANSWER`]
+//! bytes is a protocol error; of an error answer the first 64 KB are quoted. The plumbing
+//! is [`crate::providers::api::http`]'s. Never: sends the key anywhere but the
+//! `Authorization` header (marked sensitive), nor returns an error holding it.
 
 use std::sync::Arc;
-use std::time::Instant;
 
-use futures_util::StreamExt;
-use metrics::{counter, histogram};
+use metrics::counter;
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 
 use super::PROVIDER;
 use super::config::DeepgramConfig;
 use super::messages::seconds_to_ms;
-use crate::providers::api::{BatchTranscript, BatchTranscription, ProviderError, Stage, Utterance};
+use crate::providers::api::http::{self, count_error, count_ok};
+use crate::providers::api::{
+    BatchTranscript, BatchTranscription, ProviderError, Timeouts, Utterance,
+};
 use crate::telemetry;
 
 /// Largest answer read.
 pub const MAX_ANSWER: usize = 16 << 20;
-/// Most of an error answer quoted.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
 /// Deepgram pre-recorded transcription, one HTTP client for every request.
 #[derive(Debug, Clone)]
@@ -75,86 +76,23 @@ impl DeepgramBatch {
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
-        let connect = config.timeouts.connect;
-        let sent = Instant::now();
-        let response = match tokio::time::timeout(config.batch_timeout, request.send()).await {
-            Err(_) => {
-                return Err(ProviderError::Timeout {
-                    provider: PROVIDER,
-                    stage: Stage::FirstByte,
-                    after: config.batch_timeout,
-                });
-            }
-            Ok(Err(e)) if e.is_timeout() => {
-                return Err(ProviderError::Timeout {
-                    provider: PROVIDER,
-                    stage: Stage::Connect,
-                    after: connect,
-                });
-            }
-            Ok(Err(e)) if e.is_connect() => {
-                return Err(ProviderError::Connect {
-                    provider: PROVIDER,
-                    reason: root_cause(&e),
-                });
-            }
-            Ok(Err(_)) => return Err(ProviderError::Closed { provider: PROVIDER }),
-            Ok(Ok(response)) => response,
+        let timeouts = Timeouts {
+            first_byte: config.batch_timeout,
+            ..config.timeouts
         };
-        histogram!(telemetry::PROVIDER_FIRST_BYTE, "provider" => PROVIDER, "api" => "batch")
-            .record(sent.elapsed().as_secs_f64());
-        let status = response.status();
-        if !status.is_success() {
-            let retry_after = crate::retry::retry_after(response.headers(), chrono::Utc::now());
-            let body = self
-                .read(response, MAX_ERROR_BODY)
-                .await
-                .unwrap_or_else(|_| Vec::new());
-            return Err(ProviderError::status(
-                PROVIDER,
-                status.as_u16(),
-                &body,
-                retry_after,
-            ));
-        }
-        let body = self.read(response, MAX_ANSWER).await?;
+        let response = http::send_guarded(PROVIDER, "batch", request, &timeouts).await?;
+        let body = http::read_capped(
+            PROVIDER,
+            response,
+            MAX_ANSWER,
+            config.timeouts.idle,
+            config.batch_timeout,
+        )
+        .await?;
         parse_batch(&body).map_err(|reason| {
             counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
             ProviderError::protocol(PROVIDER, reason)
         })
-    }
-
-    /// The body, each read under the idle timeout; more than `cap` bytes is an error.
-    async fn read(
-        &self,
-        response: reqwest::Response,
-        cap: usize,
-    ) -> Result<Vec<u8>, ProviderError> {
-        let idle = self.config.timeouts.idle;
-        let mut body = Vec::new();
-        let mut chunks = response.bytes_stream();
-        loop {
-            match tokio::time::timeout(idle, chunks.next()).await {
-                Err(_) => {
-                    return Err(ProviderError::Timeout {
-                        provider: PROVIDER,
-                        stage: Stage::Idle,
-                        after: idle,
-                    });
-                }
-                Ok(None) => return Ok(body),
-                Ok(Some(Err(_))) => return Err(ProviderError::Closed { provider: PROVIDER }),
-                Ok(Some(Ok(bytes))) => {
-                    if body.len() + bytes.len() > cap {
-                        return Err(ProviderError::protocol(
-                            PROVIDER,
-                            format!("answer larger than {cap} bytes"),
-                        ));
-                    }
-                    body.extend_from_slice(&bytes);
-                }
-            }
-        }
     }
 }
 
@@ -165,28 +103,16 @@ impl BatchTranscription for DeepgramBatch {
     }
 
     async fn transcribe(&self, wav: Vec<u8>) -> Result<BatchTranscript, ProviderError> {
-        let result = self.request(wav).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(error) => {
-                counter!(telemetry::PROVIDER_ERRORS, "provider" => PROVIDER, "kind" => error.kind())
-                    .increment(1);
-                "error"
-            }
-        };
-        counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "batch", "outcome" => outcome)
-            .increment(1);
+        let result = self
+            .request(wav)
+            .await
+            .map_err(|e| e.without_key(self.config.api_key.as_ref()));
+        match &result {
+            Ok(_) => count_ok(PROVIDER, "batch"),
+            Err(error) => count_error(PROVIDER, "batch", error),
+        }
         result
     }
-}
-
-/// The innermost cause's text (reqwest's own says only "error sending request").
-fn root_cause(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut cause = error;
-    while let Some(next) = cause.source() {
-        cause = next;
-    }
-    cause.to_string()
 }
 
 #[derive(Deserialize)]

@@ -31,6 +31,10 @@ pub const DEFAULT_UTTERANCE_END_MS: u64 = 1_000;
 pub const DEFAULT_KEEPALIVE_MS: u64 = 4_000;
 /// Longest wait for a pre-recorded transcription's answer headers, ms.
 pub const DEFAULT_BATCH_TIMEOUT_MS: u64 = 120_000;
+/// Longest a live server may say nothing while audio is being sent, ms. Generous: the docs
+/// do not promise a message per stretch of audio (a long silence may yield none), and a
+/// dead socket is caught sooner by the transport and by Deepgram's own `NET-0001` close.
+pub const DEFAULT_ANSWER_TIMEOUT_MS: u64 = 30_000;
 
 /// Deepgram closes a stream that received nothing for 10 s (`NET-0001`).
 const SERVER_IDLE_LIMIT_MS: u64 = 10_000;
@@ -38,6 +42,8 @@ const SERVER_IDLE_LIMIT_MS: u64 = 10_000;
 const MAX_PAUSE_MS: u64 = 10_000;
 /// Longest batch wait accepted (a post-call job, but not an hour).
 const MAX_BATCH_TIMEOUT_MS: u64 = 600_000;
+/// Longest `answer_timeout_ms` accepted.
+const MAX_ANSWER_TIMEOUT_MS: u64 = 600_000;
 /// Most key terms, and most characters of one: they all go into the URL.
 const MAX_KEYTERMS: usize = 100;
 const MAX_KEYTERM_CHARS: usize = 100;
@@ -74,6 +80,9 @@ pub struct RawDeepgram {
     pub keyterms: Option<Vec<String>>,
     /// Longest wait for a batch transcription's answer, ms (default 120 000).
     pub batch_timeout_ms: Option<u64>,
+    /// Longest the live server may say nothing while audio is sent, ms (default 30 000;
+    /// 0 = no limit).
+    pub answer_timeout_ms: Option<u64>,
     /// Connect, first-byte and idle timeouts.
     pub timeouts: Option<RawTimeouts>,
 }
@@ -103,6 +112,8 @@ pub struct DeepgramConfig {
     pub keyterms: Vec<String>,
     /// Longest wait for a batch answer's headers.
     pub batch_timeout: Duration,
+    /// Longest the live server may say nothing while audio is sent; `None` = no limit.
+    pub answer_timeout: Option<Duration>,
     /// Connect, first-byte and idle timeouts.
     pub timeouts: Timeouts,
 }
@@ -187,7 +198,8 @@ fn join_listen(base: &Url) -> Url {
 
 /// `url` as a ws(s) base other paths join under (a trailing `/` added).
 fn ws_base(key: &'static str, url: &str) -> Result<Url, InvalidSetting> {
-    let mut url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
+    // The text is not quoted back: it may hold credentials.
+    let mut url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
     if !matches!(url.scheme(), "ws" | "wss") {
         return Err(invalid(key, format!("{url} is not a ws:// or wss:// URL")));
     }
@@ -309,6 +321,15 @@ impl RawDeepgram {
                 DEFAULT_BATCH_TIMEOUT_MS,
                 1..=MAX_BATCH_TIMEOUT_MS,
             )?,
+            answer_timeout: match self.answer_timeout_ms.unwrap_or(DEFAULT_ANSWER_TIMEOUT_MS) {
+                0 => None,
+                ms => Some(millis(
+                    "deepgram.answer_timeout_ms",
+                    Some(ms),
+                    0,
+                    1..=MAX_ANSWER_TIMEOUT_MS,
+                )?),
+            },
             timeouts: self.timeouts.unwrap_or_default().validate(TIMEOUT_KEYS)?,
         })
     }
@@ -330,6 +351,7 @@ impl From<&DeepgramConfig> for RawDeepgram {
             smart_format,
             keyterms,
             batch_timeout,
+            answer_timeout,
             timeouts,
         } = config;
         let ms = |d: &Duration| d.as_millis() as u64;
@@ -351,6 +373,7 @@ impl From<&DeepgramConfig> for RawDeepgram {
             smart_format: Some(*smart_format),
             keyterms: Some(keyterms.clone()),
             batch_timeout_ms: Some(ms(batch_timeout)),
+            answer_timeout_ms: Some(answer_timeout.as_ref().map_or(0, ms)),
             timeouts: Some(timeouts.into()),
         }
     }
@@ -379,6 +402,7 @@ mod tests {
         let config = DeepgramConfig::default();
         assert_eq!(config.audio(), SttAudio::Mulaw8k);
         assert_eq!(config.keepalive, Duration::from_secs(4));
+        assert_eq!(config.answer_timeout, Some(Duration::from_secs(30)));
         let url = config.listen_url();
         assert_eq!(url.scheme(), "wss");
         assert_eq!(url.host_str(), Some("api.deepgram.com"));
@@ -509,6 +533,13 @@ mod tests {
         );
         assert_eq!(
             key_of(RawDeepgram {
+                answer_timeout_ms: Some(MAX_ANSWER_TIMEOUT_MS + 1),
+                ..base()
+            }),
+            "deepgram.answer_timeout_ms"
+        );
+        assert_eq!(
+            key_of(RawDeepgram {
                 batch_timeout_ms: Some(0),
                 ..base()
             }),
@@ -541,6 +572,7 @@ mod tests {
         let config = RawDeepgram {
             api_key: Some("dg-secret-key".into()),
             endpointing_ms: Some(0),
+            answer_timeout_ms: Some(0),
             keyterms: Some(vec!["Plivo".into()]),
             encoding: Some("linear16".into()),
             ..RawDeepgram::default()

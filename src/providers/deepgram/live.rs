@@ -1,44 +1,49 @@
 //! Live speech to text over Deepgram's WebSocket (`{base_url}/v1/listen?…`).
 //!
-//! [`DeepgramLive::open`] connects at once (TCP, TLS and upgrade under the connect timeout)
-//! and spawns one task per stream that owns the socket:
+//! [`DeepgramLive::open`] connects at once ([`ws::connect`]: TCP, TLS and upgrade under the
+//! connect timeout, the key in the `Authorization: Token …` header marked sensitive) and
+//! spawns one task per stream that owns the socket:
 //! - each [`SttInput::Audio`] frame goes out as one binary message, its bytes as they are
 //!   (an empty frame is never sent: Deepgram reads it as the end of the stream);
 //! - after `keepalive` without audio, a `{"type":"KeepAlive"}` text frame;
 //! - [`SttInput::Finalize`] → `{"type":"Finalize"}`;
-//! - [`SttInput::Close`], or the agent dropping its [`SttStream`] → `{"type":"CloseStream"}`,
-//!   then results are still read (each read under the idle timeout) until the server closes.
+//! - [`SttInput::Close`] → `{"type":"CloseStream"}`; results are still read until the
+//!   server closes, but no longer than one idle timeout in all (an absolute deadline: a
+//!   server that keeps pinging cannot keep the socket, which is billed, open);
+//! - the agent dropping its [`SttStream`] (nobody reads results any more) → the hard
+//!   cancel: `CloseStream` and our close frame at once, without waiting for results.
+//!
+//! Results go to the agent without stalling the socket: interim results and
+//! `SpeechStarted` are offered with `try_send` and dropped (counted in
+//! `voxgate_provider_stt_events_dropped_total`) when the agent is [`crate::providers::api::STT_EVENT_CAPACITY`]
+//! events behind, since a later result replaces them; finals, answers to `Finalize` and
+//! `UtteranceEnd` are waited for, at most one idle timeout, after which the agent is taken
+//! for stuck and the stream is cancelled.
 //!
 //! Server text is parsed by [`super::messages`]; a message that is not Deepgram's protocol
 //! (or a binary frame) is counted in `PROVIDER_BAD_MESSAGES` and skipped. The stream ends
-//! with one error when the server closes it before we asked (the close reason, e.g.
-//! `NET-0001`, is quoted), when the connection drops, when audio was sent but nothing came
-//! back (for the first-byte timeout before the server's first message, the idle timeout
-//! after it: with `interim_results` a live Deepgram answers audio within about a second),
-//! or when a send stalls for the idle timeout.
+//! with one error when the server closes it before we asked (even with a normal 1000: the
+//! close reason, e.g. `NET-0001`, is quoted), when the connection drops, when a send stalls
+//! for the idle timeout, when the closing deadline passes, or — only if `answer_timeout`
+//! is set (default 30 s) — when audio was sent and the server said nothing for that long.
+//! Errors never quote the key ([`ProviderError::without_key`]).
 //!
 //! Bounded: the socket reads messages of at most [`MAX_MESSAGE`] bytes; the channels to
-//! the agent are [`SttStream::pair`]'s (an agent that stops reading events holds the
-//! task, and so the socket, until it reads again or drops its end). Never: logs or formats the key (it only goes into
-//! the upgrade request's `Authorization` header, marked sensitive).
+//! the agent are [`SttStream::pair`]'s. Never: logs or formats the key.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use metrics::{counter, histogram};
-use tokio::net::TcpStream;
+use tokio::sync::mpsc::error::TrySendError;
 use tokio::time::{Instant, sleep_until};
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use tokio_tungstenite::tungstenite::Message;
 
 use super::PROVIDER;
 use super::config::DeepgramConfig;
 use super::messages::{ClientMessage, parse_server_message};
+use crate::providers::api::ws::{self, Ending, KeyHeader, Socket};
 use crate::providers::api::{
     ProviderError, SpeechToText, Stage, SttAudio, SttEvent, SttInput, SttStream, SttTask,
 };
@@ -46,10 +51,12 @@ use crate::telemetry;
 
 /// Largest server message read (results are a few kB).
 pub const MAX_MESSAGE: usize = 1 << 20;
-/// Most of an upgrade refusal's body quoted.
-const MAX_ERROR_BODY: usize = 64 * 1024;
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+/// The header the key goes in.
+const AUTH: KeyHeader = KeyHeader {
+    name: "authorization",
+    prefix: "Token ",
+};
 
 /// Deepgram live transcription: one WebSocket per [`SttStream`].
 #[derive(Debug, Clone)]
@@ -69,41 +76,6 @@ impl DeepgramLive {
     pub fn config(&self) -> &DeepgramConfig {
         &self.config
     }
-
-    async fn connect(&self) -> Result<Socket, ProviderError> {
-        let config = &self.config;
-        let mut request = config
-            .listen_url()
-            .as_str()
-            .into_client_request()
-            .map_err(|e| ProviderError::Invalid {
-                provider: PROVIDER,
-                reason: format!("bad listen URL: {e}"),
-            })?;
-        if let Some(key) = &config.api_key {
-            let mut value =
-                HeaderValue::from_str(&format!("Token {}", key.expose())).map_err(|_| {
-                    ProviderError::Invalid {
-                        provider: PROVIDER,
-                        reason: "the API key is not a valid header value".to_owned(),
-                    }
-                })?;
-            value.set_sensitive(true);
-            request.headers_mut().insert("authorization", value);
-        }
-        let ws_config = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        let timeouts = config.timeouts;
-        timeouts
-            .guard(PROVIDER, Stage::Connect, async {
-                tokio_tungstenite::connect_async_with_config(request, Some(ws_config), true)
-                    .await
-                    .map(|(socket, _)| socket)
-                    .map_err(upgrade_error)
-            })
-            .await
-    }
 }
 
 #[async_trait::async_trait]
@@ -117,205 +89,228 @@ impl SpeechToText for DeepgramLive {
     }
 
     async fn open(&self) -> Result<SttStream, ProviderError> {
-        let socket = self.connect().await.inspect_err(count_error)?;
-        let (stream, task) = SttStream::pair(self.config.audio);
-        tokio::spawn(run(socket, task, Arc::clone(&self.config)));
+        let config = &self.config;
+        let key = config.api_key.as_ref().map(|key| (AUTH, key));
+        let socket = ws::connect(
+            PROVIDER,
+            &config.listen_url(),
+            key,
+            MAX_MESSAGE,
+            &config.timeouts,
+        )
+        .await
+        .inspect_err(|e| crate::providers::api::http::count_error(PROVIDER, "stt", e))?;
+        let (stream, task) = SttStream::pair(config.audio);
+        tokio::spawn(run(socket, task, Arc::clone(config)));
         Ok(stream)
     }
 }
 
-/// A refused or failed upgrade as a provider error (never quoting the request).
-fn upgrade_error(error: WsError) -> ProviderError {
-    match error {
-        WsError::Http(response) => {
-            let retry_after = crate::retry::retry_after(response.headers(), chrono::Utc::now());
-            let body = response.body().as_deref().unwrap_or_default();
-            let body = &body[..body.len().min(MAX_ERROR_BODY)];
-            ProviderError::status(PROVIDER, response.status().as_u16(), body, retry_after)
+/// The stream's task: audio and control out, results in, until one side ends it.
+async fn run(socket: Socket, task: SttTask, config: Arc<DeepgramConfig>) {
+    let SttTask { input, events } = task;
+    let (mut sink, source) = socket.split();
+    let mut stream = Live {
+        config: &config,
+        input,
+        events: &events,
+        opened: Instant::now(),
+        last_sent: Instant::now(),
+        unanswered: None,
+        closing_at: None,
+        heard: false,
+        first_result: true,
+    };
+    let ending = stream.drive(&mut sink, source).await;
+    ws::finish(
+        PROVIDER,
+        "stt",
+        ending,
+        config.api_key.as_ref(),
+        events,
+        &mut sink,
+        config.timeouts.idle,
+    )
+    .await;
+}
+
+struct Live<'a> {
+    config: &'a DeepgramConfig,
+    input: tokio::sync::mpsc::Receiver<SttInput>,
+    events: &'a tokio::sync::mpsc::Sender<Result<SttEvent, ProviderError>>,
+    opened: Instant,
+    /// The last audio or KeepAlive sent: the keep-alive clock.
+    last_sent: Instant,
+    /// The first audio sent since the server last said anything: the dead-server clock.
+    unanswered: Option<Instant>,
+    /// Set by CloseStream: when we stop waiting for the server's last results.
+    closing_at: Option<Instant>,
+    /// Whether the server has said anything yet.
+    heard: bool,
+    first_result: bool,
+}
+
+type Sink = futures_util::stream::SplitSink<Socket, Message>;
+type Source = futures_util::stream::SplitStream<Socket>;
+
+impl Live<'_> {
+    async fn drive(&mut self, sink: &mut Sink, mut source: Source) -> Ending {
+        let idle = self.config.timeouts.idle;
+        loop {
+            let keepalive_at = self.last_sent + self.config.keepalive;
+            let dead_at = self
+                .unanswered
+                .zip(self.config.answer_timeout)
+                .map(|(sent, wait)| sent + wait);
+            let closing = self.closing_at.is_some();
+            // Biased: deadlines and the agent's input come before the socket, so a flood of
+            // server messages cannot starve them.
+            tokio::select! {
+                biased;
+                () = sleep_until_some(self.closing_at) => {
+                    return Ending::Failed(ProviderError::Timeout { provider: PROVIDER, stage: Stage::Idle, after: idle });
+                }
+                () = sleep_until_some(dead_at), if !closing => {
+                    let stage = if self.heard { Stage::Idle } else { Stage::FirstByte };
+                    let after = self.config.answer_timeout.unwrap_or_default();
+                    return Ending::Failed(ProviderError::Timeout { provider: PROVIDER, stage, after });
+                }
+                () = self.events.closed() => return self.cancel(sink).await,
+                item = self.input.recv(), if !closing => {
+                    let outgoing = match item {
+                        Some(SttInput::Audio(frame)) => {
+                            if frame.bytes().is_empty() {
+                                continue;
+                            }
+                            self.last_sent = Instant::now();
+                            self.unanswered.get_or_insert(self.last_sent);
+                            Message::Binary(Bytes::copy_from_slice(frame.bytes()))
+                        }
+                        Some(SttInput::Finalize) => Message::text(ClientMessage::Finalize.to_json()),
+                        Some(SttInput::Close) => {
+                            self.closing_at = Some(Instant::now() + idle);
+                            Message::text(ClientMessage::CloseStream.to_json())
+                        }
+                        None => return self.cancel(sink).await,
+                    };
+                    if let Err(error) = send(sink, outgoing, self.config).await {
+                        return Ending::Failed(error);
+                    }
+                }
+                () = sleep_until(keepalive_at), if !closing => {
+                    self.last_sent = Instant::now();
+                    let keepalive = Message::text(ClientMessage::KeepAlive.to_json());
+                    if let Err(error) = send(sink, keepalive, self.config).await {
+                        return Ending::Failed(error);
+                    }
+                }
+                message = source.next() => {
+                    if let Some(ending) = self.on_message(message).await {
+                        return ending;
+                    }
+                }
+            }
         }
-        WsError::Io(e) => ProviderError::Connect {
-            provider: PROVIDER,
-            reason: e.to_string(),
-        },
-        WsError::Tls(e) => ProviderError::Connect {
-            provider: PROVIDER,
-            reason: format!("TLS: {e}"),
-        },
-        WsError::Url(e) => ProviderError::Invalid {
-            provider: PROVIDER,
-            reason: format!("bad listen URL: {e}"),
-        },
-        WsError::ConnectionClosed | WsError::AlreadyClosed => {
-            ProviderError::Closed { provider: PROVIDER }
+    }
+
+    /// The agent is gone: nobody reads results, so nothing is worth waiting for. Tells
+    /// the server we are done (the close follows in [`ws::finish`]).
+    async fn cancel(&mut self, sink: &mut Sink) -> Ending {
+        let _ = send(
+            sink,
+            Message::text(ClientMessage::CloseStream.to_json()),
+            self.config,
+        )
+        .await;
+        Ending::Cancelled
+    }
+
+    /// Handles one socket item; `Some` when the stream is over.
+    async fn on_message(
+        &mut self,
+        message: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>,
+    ) -> Option<Ending> {
+        // Anything from the server shows it is alive (a ping too), but only the closing
+        // deadline's absolute clock decides how long we wait after CloseStream.
+        self.unanswered = None;
+        self.heard = true;
+        let text = match message {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Binary(_))) => {
+                bad_message("binary frame");
+                return None;
+            }
+            Some(Ok(Message::Close(frame))) => {
+                let asked = self.closing_at.is_some();
+                return Some(if asked && ws::is_normal_close(frame.as_ref()) {
+                    Ending::Done
+                } else {
+                    Ending::Failed(ws::close_error(PROVIDER, frame.as_ref()))
+                });
+            }
+            Some(Ok(_)) => return None, // ping / pong: tungstenite answers pings itself
+            Some(Err(error)) => return Some(Ending::Failed(ws::socket_error(PROVIDER, &error))),
+            None => return Some(Ending::Failed(ProviderError::Closed { provider: PROVIDER })),
+        };
+        let event = match parse_server_message(text.as_str()) {
+            Ok(Some(event)) => event,
+            Ok(None) => return None,
+            Err(error) => {
+                tracing::debug!(provider = PROVIDER, %error, "skipped a message");
+                bad_message("not Deepgram's JSON");
+                return None;
+            }
+        };
+        if self.first_result && matches!(event, SttEvent::Transcript { .. }) {
+            self.first_result = false;
+            histogram!(telemetry::PROVIDER_FIRST_BYTE, "provider" => PROVIDER, "api" => "stt")
+                .record(self.opened.elapsed().as_secs_f64());
         }
-        other => ProviderError::protocol(PROVIDER, format!("upgrade failed: {other}")),
+        self.hand_on(event).await
+    }
+
+    /// Gives `event` to the agent: an interim one only if there is room, a final one
+    /// within the idle timeout; `Some` when the agent is gone or stuck.
+    async fn hand_on(&mut self, event: SttEvent) -> Option<Ending> {
+        let must_arrive = matches!(
+            event,
+            SttEvent::Transcript { is_final: true, .. }
+                | SttEvent::Transcript {
+                    from_finalize: true,
+                    ..
+                }
+                | SttEvent::UtteranceEnd { .. }
+        );
+        if !must_arrive {
+            return match self.events.try_send(Ok(event)) {
+                Ok(()) => None,
+                Err(TrySendError::Full(_)) => {
+                    counter!(telemetry::PROVIDER_STT_EVENTS_DROPPED, "provider" => PROVIDER)
+                        .increment(1);
+                    None
+                }
+                Err(TrySendError::Closed(_)) => Some(Ending::Cancelled),
+            };
+        }
+        let idle = self.config.timeouts.idle;
+        match tokio::time::timeout(idle, self.events.send(Ok(event))).await {
+            Ok(Ok(())) => None,
+            Ok(Err(_)) => Some(Ending::Cancelled),
+            Err(_) => {
+                tracing::warn!(
+                    provider = PROVIDER,
+                    "the agent stopped reading results; cancelling the stream"
+                );
+                Some(Ending::Cancelled)
+            }
+        }
     }
 }
 
-fn count_error(error: &ProviderError) {
-    counter!(telemetry::PROVIDER_ERRORS, "provider" => PROVIDER, "kind" => error.kind())
-        .increment(1);
-    counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "stt", "outcome" => "error")
-        .increment(1);
-}
-
-/// How a stream's task ended.
-enum End {
-    /// The server closed after we asked (or the agent went away): no error.
-    Done,
-    /// The stream failed; the agent gets this error.
-    Failed(ProviderError),
-}
-
-/// The stream's task: audio and control out, results in, until one side ends it.
-async fn run(socket: Socket, task: SttTask, config: Arc<DeepgramConfig>) {
-    let SttTask { mut input, events } = task;
-    let (mut sink, mut source) = socket.split();
-    let timeouts = config.timeouts;
-    let idle = timeouts.idle;
-    let opened = Instant::now();
-    // The last audio or KeepAlive sent: the keep-alive clock.
-    let mut last_sent = Instant::now();
-    // The first audio sent since the server last said anything: the dead-server clock.
-    let mut unanswered: Option<Instant> = None;
-    // When CloseStream went out: from then on every read runs under the idle timeout.
-    let mut closing: Option<Instant> = None;
-    let mut first_result = true;
-    let mut agent_gone = false;
-    // Whether the server has said anything yet.
-    let mut heard = false;
-
-    let end = loop {
-        let keepalive_at = last_sent + config.keepalive;
-        // The first answer may take the first-byte timeout, later ones the idle timeout.
-        let (wait, wait_stage) = if heard {
-            (idle, Stage::Idle)
-        } else {
-            (timeouts.first_byte, Stage::FirstByte)
-        };
-        let dead_at = unanswered.map(|t| t + wait);
-        let closing_at = closing.map(|t| t + idle);
-        tokio::select! {
-            biased;
-            message = source.next() => {
-                unanswered = None;
-                heard = true;
-                if let Some(t) = closing.as_mut() {
-                    *t = Instant::now();
-                }
-                match message {
-                    Some(Ok(Message::Text(text))) => {
-                        match parse_server_message(text.as_str()) {
-                            Ok(Some(event)) => {
-                                if first_result && matches!(event, SttEvent::Transcript { .. }) {
-                                    first_result = false;
-                                    histogram!(telemetry::PROVIDER_FIRST_BYTE, "provider" => PROVIDER, "api" => "stt")
-                                        .record(opened.elapsed().as_secs_f64());
-                                }
-                                if !agent_gone && events.send(Ok(event)).await.is_err() {
-                                    agent_gone = true;
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(error) => {
-                                counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
-                                tracing::debug!(provider = PROVIDER, %error, "skipped a message");
-                            }
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
-                    }
-                    Some(Ok(Message::Close(frame))) => {
-                        let (code, reason) = frame
-                            .map(|f| (f.code, f.reason.as_str().trim().to_owned()))
-                            .unwrap_or((CloseCode::Status, String::new()));
-                        let asked = closing.is_some() || agent_gone;
-                        break if asked && code == CloseCode::Normal
-                            || asked && code == CloseCode::Status && reason.is_empty()
-                        {
-                            End::Done
-                        } else if reason.is_empty() {
-                            End::Failed(ProviderError::stream(
-                                PROVIDER,
-                                format!("closed the stream (code {})", u16::from(code)),
-                            ))
-                        } else {
-                            End::Failed(ProviderError::stream(
-                                PROVIDER,
-                                format!("closed the stream: {reason} (code {})", u16::from(code)),
-                            ))
-                        };
-                    }
-                    Some(Ok(_)) => {} // ping / pong: tungstenite answers pings itself
-                    Some(Err(WsError::Capacity(e))) => {
-                        break End::Failed(ProviderError::protocol(PROVIDER, format!("message too large: {e}")));
-                    }
-                    Some(Err(_)) | None => {
-                        break End::Failed(ProviderError::Closed { provider: PROVIDER });
-                    }
-                }
-            }
-            item = input.recv(), if closing.is_none() => {
-                let outgoing = match item {
-                    Some(SttInput::Audio(frame)) => {
-                        if frame.bytes().is_empty() {
-                            continue;
-                        }
-                        last_sent = Instant::now();
-                        unanswered.get_or_insert(last_sent);
-                        Message::Binary(Bytes::copy_from_slice(frame.bytes()))
-                    }
-                    Some(SttInput::Finalize) => Message::text(ClientMessage::Finalize.to_json()),
-                    Some(SttInput::Close) => {
-                        closing = Some(Instant::now());
-                        Message::text(ClientMessage::CloseStream.to_json())
-                    }
-                    None => {
-                        agent_gone = true;
-                        closing = Some(Instant::now());
-                        Message::text(ClientMessage::CloseStream.to_json())
-                    }
-                };
-                if let Err(error) = send(&mut sink, outgoing, &config).await {
-                    break End::Failed(error);
-                }
-            }
-            () = sleep_until(keepalive_at), if closing.is_none() => {
-                last_sent = Instant::now();
-                let keepalive = Message::text(ClientMessage::KeepAlive.to_json());
-                if let Err(error) = send(&mut sink, keepalive, &config).await {
-                    break End::Failed(error);
-                }
-            }
-            () = sleep_until_some(dead_at), if closing.is_none() => {
-                break End::Failed(ProviderError::Timeout { provider: PROVIDER, stage: wait_stage, after: wait });
-            }
-            () = sleep_until_some(closing_at) => {
-                break End::Failed(ProviderError::Timeout { provider: PROVIDER, stage: Stage::Idle, after: idle });
-            }
-            () = events.closed(), if !agent_gone => {
-                // The agent dropped its end: treat it like the input closing.
-                agent_gone = true;
-            }
-        }
-    };
-
-    // Close our side (bounded: a dead peer must not hold the task).
-    let _ = tokio::time::timeout(idle, sink.close()).await;
-    let outcome = match end {
-        End::Done => "ok",
-        End::Failed(error) => {
-            count_error(&error);
-            tracing::warn!(provider = PROVIDER, %error, "stt stream failed");
-            if !agent_gone {
-                let _ = events.send(Err(error)).await;
-            }
-            return;
-        }
-    };
-    counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "stt", "outcome" => outcome)
-        .increment(1);
+/// Counts and skips a server message that is not the protocol.
+fn bad_message(why: &'static str) {
+    counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
+    tracing::debug!(provider = PROVIDER, why, "skipped a server message");
 }
 
 /// Sleeps until `at`, or forever when there is no deadline.
@@ -328,14 +323,14 @@ async fn sleep_until_some(at: Option<Instant>) {
 
 /// Sends one message under the idle timeout.
 async fn send(
-    sink: &mut futures_util::stream::SplitSink<Socket, Message>,
+    sink: &mut Sink,
     message: Message,
     config: &DeepgramConfig,
 ) -> Result<(), ProviderError> {
     let idle = config.timeouts.idle;
     match tokio::time::timeout(idle, sink.send(message)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(ProviderError::Closed { provider: PROVIDER }),
+        Ok(Err(error)) => Err(ws::socket_error(PROVIDER, &error)),
         Err(_) => Err(ProviderError::Timeout {
             provider: PROVIDER,
             stage: Stage::Idle,

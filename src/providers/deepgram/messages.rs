@@ -99,11 +99,9 @@ struct Word {
     confidence: f64,
 }
 
-/// Seconds as whole ms (saturating: NaN and negatives are 0).
-pub fn seconds_to_ms(seconds: f64) -> u64 {
-    // `as` from f64 saturates and maps NaN to 0.
-    (seconds * 1_000.0).round() as u64
-}
+/// Seconds as whole ms (saturating: NaN and negatives are 0); shared with the other
+/// streaming adapters.
+pub use crate::providers::api::ws::seconds_to_ms;
 
 /// One server text message as what the agent should hear of it: `Ok(Some(event))`,
 /// `Ok(None)` when there is nothing to report (metadata, an unknown type, an empty
@@ -235,9 +233,13 @@ mod tests {
 
     #[test]
     fn odd_times_saturate() {
-        assert_eq!(seconds_to_ms(-3.0), 0);
-        assert_eq!(seconds_to_ms(f64::NAN), 0);
-        assert_eq!(seconds_to_ms(1e300), u64::MAX);
-        assert_eq!(seconds_to_ms(0.0205), 21);
+        let odd = r#"{"type":"Results","start":-3,"duration":1e300,"is_final":true,"speech_final":false,"from_finalize":false,"channel":{"alternatives":[{"transcript":"x","confidence":1,"words":[]}]}}"#;
+        let Ok(Some(SttEvent::Transcript {
+            start_ms, end_ms, ..
+        })) = parse_server_message(odd)
+        else {
+            panic!("not a transcript");
+        };
+        assert_eq!((start_ms, end_ms), (0, u64::MAX));
     }
 }

@@ -171,9 +171,17 @@ impl RawElevenLabs {
     }
 }
 
-/// `url` if it is a ws(s) URL with a host (its path and query are replaced per socket).
+/// `url` if it is a ws(s) URL with a host and no credentials (its path and query are
+/// replaced per socket).
 fn ws_url(key: &'static str, url: &str) -> Result<Url, InvalidSetting> {
-    let url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
+    let url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        // Checked first: the message below quotes the URL.
+        return Err(invalid(
+            key,
+            "must not hold credentials (set elevenlabs.api_key)",
+        ));
+    }
     if !matches!(url.scheme(), "ws" | "wss") || url.host().is_none() {
         return Err(invalid(
             key,
@@ -311,6 +319,14 @@ mod tests {
             }),
             "elevenlabs.base_url"
         );
+        let with_userinfo = RawElevenLabs {
+            base_url: Some("wss://user:xi-secret-pw@api.elevenlabs.io".into()),
+            ..base()
+        }
+        .validate()
+        .unwrap_err();
+        assert_eq!(with_userinfo.key, "elevenlabs.base_url");
+        assert!(!format!("{with_userinfo} {with_userinfo:?}").contains("xi-secret-pw"));
         assert_eq!(
             key(RawElevenLabs {
                 voice_id: Some("a/../b".into()),

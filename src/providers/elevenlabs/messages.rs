@@ -16,6 +16,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde::{Deserialize, Serialize};
 
 use crate::providers::api::SpokenWord;
+use crate::providers::api::ws::seconds_to_ms;
 
 /// Most characters of one word kept (a longer run without spaces is cut, its times kept).
 const MAX_WORD_CHARS: usize = 64;
@@ -57,9 +58,29 @@ pub struct GenerationConfig<'a> {
 pub struct TextMessage<'a> {
     /// The text; `""` ends the input.
     pub text: &'a str,
-    /// Asks for generation to start without waiting for the schedule (absent on the end).
+    /// Generate everything buffered now and keep the socket (§6.1); absent on the end.
+    /// The agent's pieces are whole clauses or sentences, so each is flushed: waiting for
+    /// the chunk schedule would hold a short first clause until the next one comes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub try_trigger_generation: Option<bool>,
+    pub flush: Option<bool>,
+}
+
+impl<'a> TextMessage<'a> {
+    /// A piece of text, to be spoken now.
+    pub fn flushed(text: &'a str) -> Self {
+        Self {
+            text,
+            flush: Some(true),
+        }
+    }
+
+    /// The end of input (`{"text":""}`).
+    pub fn end() -> Self {
+        Self {
+            text: "",
+            flush: None,
+        }
+    }
 }
 
 /// `piece` as the socket takes it: trailing whitespace replaced by one space; `None` for a
@@ -246,13 +267,10 @@ impl WordTimer {
     }
 }
 
-/// A time in ms from the wire as a whole number of ms (negative, NaN → 0; huge → capped).
+/// A time in ms from the wire as a whole number of ms (negative, NaN → 0; huge values
+/// saturate, and every sum with them saturates too).
 fn ms(value: f64) -> u64 {
-    if value.is_finite() && value > 0.0 {
-        value.round().min(u64::MAX as f64 / 2.0) as u64
-    } else {
-        0
-    }
+    seconds_to_ms(value / 1_000.0)
 }
 
 #[cfg(test)]
@@ -285,11 +303,12 @@ mod tests {
             serde_json::to_string(&init).unwrap(),
             r#"{"text":" ","voice_settings":{"stability":0.5,"similarity_boost":0.75,"speed":1.0},"generation_config":{"chunk_length_schedule":[50]}}"#
         );
-        let end = TextMessage {
-            text: "",
-            try_trigger_generation: None,
-        };
+        let end = TextMessage::end();
         assert_eq!(serde_json::to_string(&end).unwrap(), r#"{"text":""}"#);
+        assert_eq!(
+            serde_json::to_string(&TextMessage::flushed("Hi. ")).unwrap(),
+            r#"{"text":"Hi. ","flush":true}"#
+        );
         assert_eq!(
             text_piece("Sure, I can help.").as_deref(),
             Some("Sure, I can help. ")

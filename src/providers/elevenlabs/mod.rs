@@ -2,10 +2,12 @@
 //! (`{base}/v1/text-to-speech/{voice_id}/stream-input`, providers.md §6.1): one socket, one
 //! generation, one utterance.
 //!
-//! [`ElevenLabsTts::open`] connects (connect timeout, key in the `xi-api-key` header) and
-//! sends the init message (one space of text, the voice settings, the chunk schedule); the
-//! socket's task ([`stream`]) then sends each text piece as it comes and `{"text":""}` at the
-//! end, and hands the server's audio on as it arrives: µ-law 8 kHz (`ulaw_8000`), bytes
+//! [`ElevenLabsTts::open`] connects ([`ws::connect`]: connect timeout, key in the
+//! `xi-api-key` header marked sensitive) and sends the init message (one space of text, the
+//! voice settings, the chunk schedule); the socket's task (`stream.rs`) then sends each text
+//! piece as it comes with `"flush":true` (the agent's pieces are whole clauses, to be
+//! spoken now rather than held for the chunk schedule) and `{"text":""}` at the end, and
+//! hands the server's audio on as it arrives: µ-law 8 kHz (`ulaw_8000`), bytes
 //! untouched, ready for the phone, with the words of the character alignment timed from the
 //! utterance's start (a word is handed on with the chunk its last character is in; one still
 //! open at `isFinal` comes in a last chunk with no audio). `isFinal` ends the utterance and
@@ -15,24 +17,20 @@
 //! once with a normal close frame — this endpoint has no cancel message (§6.1), and what is
 //! not generated is not billed.
 //!
-//! Never: puts the key anywhere but the upgrade request's header; decodes or resamples the
-//! audio; keeps more than one server message (at most [`MAX_MESSAGE`] bytes) in memory.
+//! Never: puts the key anywhere but the upgrade request's header, or in an error (every
+//! error passes [`ProviderError::without_key`]: a refusal, close reason or error message
+//! may quote it); decodes or resamples the audio; keeps more than one server message (at most [`MAX_MESSAGE`] bytes) in memory.
 
 pub mod config;
 pub mod messages;
 mod stream;
 
-use metrics::counter;
-use tokio_tungstenite::tungstenite;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use url::Url;
 
 pub use config::{ElevenLabsConfig, RawElevenLabs};
 
-use crate::providers::api::{ProviderError, Stage, TextToSpeech, TtsStream};
-use crate::telemetry;
+use crate::providers::api::ws::{self, KeyHeader, Socket};
+use crate::providers::api::{ProviderError, Stage, TextToSpeech, TtsStream, http};
 use messages::{GenerationConfig, InitMessage, VoiceSettings};
 
 /// The provider's name in logs, errors and metrics.
@@ -41,6 +39,12 @@ pub const PROVIDER: &str = "elevenlabs";
 pub const OUTPUT_FORMAT: &str = "ulaw_8000";
 /// The largest server message read (a chunk of audio is a few kB of base64).
 pub const MAX_MESSAGE: usize = 1024 * 1024;
+
+/// The key's header (marked sensitive by [`ws::connect`]).
+const KEY_HEADER: KeyHeader = KeyHeader {
+    name: "xi-api-key",
+    prefix: "",
+};
 
 /// ElevenLabs' streaming text to speech with one voice and model.
 #[derive(Debug, Clone)]
@@ -61,22 +65,12 @@ impl ElevenLabsTts {
         &self.url
     }
 
-    /// Connects and sends the init message, under the connect timeout.
-    async fn connect(&self) -> Result<stream::Socket, ProviderError> {
+    /// Connects ([`ws::connect`]) and sends the init message (under the idle timeout).
+    async fn connect(&self) -> Result<Socket, ProviderError> {
         let key = self.config.api_key.as_ref().ok_or(ProviderError::Invalid {
             provider: PROVIDER,
             reason: "no API key (elevenlabs.api_key or ELEVENLABS_API_KEY)".to_owned(),
         })?;
-        let mut request = self
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| connect_error(&e))?;
-        let key = HeaderValue::from_str(key.expose()).map_err(|_| ProviderError::Invalid {
-            provider: PROVIDER,
-            reason: "the API key is not a valid header value".to_owned(),
-        })?;
-        request.headers_mut().insert("xi-api-key", key);
         let init = InitMessage {
             text: " ",
             voice_settings: VoiceSettings {
@@ -92,20 +86,20 @@ impl ElevenLabsTts {
             provider: PROVIDER,
             reason: e.to_string(),
         })?;
-        let limits = WebSocketConfig::default()
-            .max_message_size(Some(MAX_MESSAGE))
-            .max_frame_size(Some(MAX_MESSAGE));
-        self.config
-            .timeouts
-            .guard(PROVIDER, Stage::Connect, async {
-                let (mut socket, _) =
-                    tokio_tungstenite::connect_async_with_config(request, Some(limits), true)
-                        .await
-                        .map_err(|e| connect_error(&e))?;
-                stream::send_text(&mut socket, init).await?;
-                Ok(socket)
-            })
+        let timeouts = &self.config.timeouts;
+        let mut socket = ws::connect(
+            PROVIDER,
+            &self.url,
+            Some((KEY_HEADER, key)),
+            MAX_MESSAGE,
+            timeouts,
+        )
+        .await?;
+        timeouts
+            .guard(PROVIDER, Stage::Idle, stream::send_text(&mut socket, init))
             .await
+            .map_err(|e| e.without_key(Some(key)))?;
+        Ok(socket)
     }
 }
 
@@ -116,9 +110,17 @@ impl TextToSpeech for ElevenLabsTts {
     }
 
     async fn open(&self) -> Result<TtsStream, ProviderError> {
-        let socket = self.connect().await.inspect_err(count_error)?;
+        let socket = self
+            .connect()
+            .await
+            .inspect_err(|e| http::count_error(PROVIDER, "tts", e))?;
         let (tts, task) = TtsStream::pair();
-        tokio::spawn(stream::run(socket, task, self.config.timeouts));
+        tokio::spawn(stream::run(
+            socket,
+            task,
+            self.config.timeouts,
+            self.config.api_key.clone(),
+        ));
         Ok(tts)
     }
 }
@@ -139,32 +141,6 @@ fn stream_url(config: &ElevenLabsConfig) -> Url {
         .append_pair("model_id", &config.model_id)
         .append_pair("output_format", OUTPUT_FORMAT);
     url
-}
-
-/// A failed connect or upgrade as a provider error: a refused upgrade is a
-/// [`ProviderError::Status`] with the server's message (e.g. 401 `quota_exceeded`).
-fn connect_error(error: &tungstenite::Error) -> ProviderError {
-    match error {
-        tungstenite::Error::Http(response) => ProviderError::status(
-            PROVIDER,
-            response.status().as_u16(),
-            response.body().as_deref().unwrap_or_default(),
-            crate::retry::retry_after(response.headers(), chrono::Utc::now()),
-        ),
-        // Neither the URL nor the transport's text holds the key (it is a header).
-        other => ProviderError::Connect {
-            provider: PROVIDER,
-            reason: other.to_string(),
-        },
-    }
-}
-
-/// Counts a failed utterance.
-fn count_error(error: &ProviderError) {
-    counter!(telemetry::PROVIDER_ERRORS, "provider" => PROVIDER, "kind" => error.kind())
-        .increment(1);
-    counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "tts", "outcome" => "error")
-        .increment(1);
 }
 
 #[cfg(test)]

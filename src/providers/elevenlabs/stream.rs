@@ -1,37 +1,38 @@
 //! One utterance's socket task: text from the agent out, audio and timed words back, until
 //! `isFinal`, an error or the agent's cancel.
 //!
-//! Clocks: first byte runs from the first text (or the end) sent to the first audio; idle
-//! runs between server messages once the text has ended (before that the server may
-//! rightly wait for more text). Every write is bounded by the idle timeout.
+//! Each text piece goes out with `"flush":true`, so the server generates it at once
+//! (providers.md §6.1: otherwise it waits until its buffer meets the chunk schedule, and a
+//! short first clause followed by a slow LLM would get no audio at all).
 //!
-//! How each outcome ends: `isFinal` → the chunks channel is dropped (the agent's stream
-//! ends), then the socket is closed normally. The agent gone → a normal close frame at once
-//! (the barge-in cancel). An error (error JSON, close frame before `isFinal`, bad base64,
-//! a timeout, the connection lost) → one `Err` to the agent, then the end and a close. A
-//! message that is not the protocol is counted in `PROVIDER_BAD_MESSAGES` and skipped.
+//! Clocks: every flush (or the end of input) sent while no audio has answered since the
+//! last audio starts the first-byte clock, and audio stops it — so a server rightly waiting
+//! for more text is never timed, and one that owes audio is. Once the input has ended and
+//! audio has come, idle runs between audio messages. Every write is bounded by the idle
+//! timeout.
+//!
+//! How each outcome ends ([`ws::finish`]): `isFinal` → the agent's stream ends, then the
+//! socket is closed normally. The agent gone → a normal close frame at once (the barge-in
+//! cancel). An error (error JSON, close frame before `isFinal` — a normal 1000 too —, bad
+//! base64, a timeout, the connection lost) → one `Err` to the agent, key removed, then the
+//! end and a close. A message that is not the protocol is counted in
+//! `PROVIDER_BAD_MESSAGES` and skipped.
 
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use metrics::{counter, histogram};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::{self, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::PROVIDER;
 use super::messages::{
     MessageError, ServerMessage, TextMessage, WordTimer, parse_server_message, text_piece,
 };
+use crate::providers::api::ws::{self, Ending, Socket};
 use crate::providers::api::{
-    ProviderError, Stage, Timeouts, TtsAudio, TtsChunk, TtsInput, TtsTask,
+    ApiKey, ProviderError, Stage, Timeouts, TtsAudio, TtsChunk, TtsInput, TtsTask,
 };
 use crate::telemetry;
-
-/// The client socket.
-pub(super) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Longest a closing handshake is waited for once the utterance is over.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
@@ -41,11 +42,11 @@ pub(super) async fn send_text(socket: &mut Socket, text: String) -> Result<(), P
     socket
         .send(Message::text(text))
         .await
-        .map_err(|e| socket_error(&e))
+        .map_err(|e| ws::socket_error(PROVIDER, &e))
 }
 
 /// Drives one utterance to its end, then closes the socket.
-pub(super) async fn run(socket: Socket, task: TtsTask, timeouts: Timeouts) {
+pub(super) async fn run(socket: Socket, task: TtsTask, timeouts: Timeouts, key: Option<ApiKey>) {
     let mut utterance = Utterance {
         socket,
         input: task.input,
@@ -54,49 +55,24 @@ pub(super) async fn run(socket: Socket, task: TtsTask, timeouts: Timeouts) {
         words: WordTimer::new(),
         bytes: 0,
         input_open: true,
-        first_sent: None,
-        last_heard: None,
+        first_flush: None,
+        owed_since: None,
+        last_audio: None,
     };
-    let end = utterance.drive().await;
+    let ending = utterance.drive().await;
     let Utterance {
         mut socket, chunks, ..
     } = utterance;
-    let outcome = match end {
-        End::Done => "ok",
-        End::Cancelled => "cancelled",
-        End::Failed(error) => {
-            counter!(telemetry::PROVIDER_ERRORS, "provider" => PROVIDER, "kind" => error.kind())
-                .increment(1);
-            tracing::debug!(provider = PROVIDER, %error, "utterance failed");
-            let _ = chunks.send(Err(error)).await;
-            "error"
-        }
-    };
-    counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "tts", "outcome" => outcome)
-        .increment(1);
-    // The agent's stream ends now, whatever the socket's closing handshake takes.
-    drop(chunks);
-    let normal = CloseFrame {
-        code: CloseCode::Normal,
-        reason: "".into(),
-    };
-    let _ = tokio::time::timeout(CLOSE_WAIT, async {
-        if socket.close(Some(normal)).await.is_ok() && outcome != "cancelled" {
-            // Read the server's close (or whatever is left) so the close is clean.
-            while let Some(Ok(_)) = socket.next().await {}
-        }
-    })
+    ws::finish(
+        PROVIDER,
+        "tts",
+        ending,
+        key.as_ref(),
+        chunks,
+        &mut socket,
+        CLOSE_WAIT,
+    )
     .await;
-}
-
-/// How an utterance ended.
-enum End {
-    /// `isFinal` came and every chunk was handed on.
-    Done,
-    /// The agent dropped its stream.
-    Cancelled,
-    /// The provider or the connection failed.
-    Failed(ProviderError),
 }
 
 struct Utterance {
@@ -109,19 +85,29 @@ struct Utterance {
     bytes: u64,
     /// The agent may still send text (no `End` yet).
     input_open: bool,
-    /// When the first text (or the end) was sent.
-    first_sent: Option<Instant>,
-    /// When audio last came (or, after it came, the end was sent).
-    last_heard: Option<Instant>,
+    /// When the first flush (or the end) was sent: the first-byte histogram's start.
+    first_flush: Option<Instant>,
+    /// The first flush (or the end) sent since the last audio: the server owes audio.
+    owed_since: Option<Instant>,
+    /// When audio last came.
+    last_audio: Option<Instant>,
 }
 
 impl Utterance {
-    async fn drive(&mut self) -> End {
+    async fn drive(&mut self) -> Ending {
         loop {
             let deadline = self.deadline();
             tokio::select! {
                 biased;
-                () = self.chunks.closed() => return End::Cancelled,
+                () = self.chunks.closed() => return Ending::Cancelled,
+                () = sleep_until(deadline) => {
+                    let (_, stage) = deadline.unwrap_or((Instant::now(), Stage::Idle));
+                    return Ending::Failed(ProviderError::Timeout {
+                        provider: PROVIDER,
+                        stage,
+                        after: self.timeouts.of(stage),
+                    });
+                }
                 input = self.input.recv(), if self.input_open => {
                     if let Err(end) = self.on_input(input).await {
                         return end;
@@ -132,56 +118,42 @@ impl Utterance {
                         return end;
                     }
                 }
-                () = sleep_until(deadline) => {
-                    let (_, stage) = deadline.unwrap_or((Instant::now(), Stage::Idle));
-                    return End::Failed(ProviderError::Timeout {
-                        provider: PROVIDER,
-                        stage,
-                        after: self.timeouts.of(stage),
-                    });
-                }
             }
         }
     }
 
     /// When the utterance times out, and in which stage.
     fn deadline(&self) -> Option<(Instant, Stage)> {
-        match (self.first_sent, self.last_heard) {
-            (Some(sent), None) => Some((sent + self.timeouts.first_byte, Stage::FirstByte)),
-            (_, Some(heard)) if !self.input_open => Some((heard + self.timeouts.idle, Stage::Idle)),
+        if let Some(flushed) = self.owed_since {
+            return Some((flushed + self.timeouts.first_byte, Stage::FirstByte));
+        }
+        match self.last_audio {
+            Some(heard) if !self.input_open => Some((heard + self.timeouts.idle, Stage::Idle)),
             _ => None,
         }
     }
 
-    async fn on_input(&mut self, input: Option<TtsInput>) -> Result<(), End> {
+    async fn on_input(&mut self, input: Option<TtsInput>) -> Result<(), Ending> {
         let text = match input {
-            None => return Err(End::Cancelled),
+            None => return Err(Ending::Cancelled),
             Some(TtsInput::Text(piece)) => match text_piece(&piece) {
-                Some(text) => serde_json::to_string(&TextMessage {
-                    text: &text,
-                    try_trigger_generation: Some(true),
-                }),
+                Some(text) => serde_json::to_string(&TextMessage::flushed(&text)),
                 None => return Ok(()),
             },
             Some(TtsInput::End) => {
                 self.input_open = false;
-                serde_json::to_string(&TextMessage {
-                    text: "",
-                    try_trigger_generation: None,
-                })
+                serde_json::to_string(&TextMessage::end())
             }
         };
         let text =
-            text.map_err(|e| End::Failed(ProviderError::protocol(PROVIDER, e.to_string())))?;
+            text.map_err(|e| Ending::Failed(ProviderError::protocol(PROVIDER, e.to_string())))?;
         let guard = self
             .timeouts
             .guard(PROVIDER, Stage::Idle, send_text(&mut self.socket, text));
-        guard.await.map_err(End::Failed)?;
+        guard.await.map_err(Ending::Failed)?;
         let now = Instant::now();
-        self.first_sent.get_or_insert(now);
-        if !self.input_open && self.last_heard.is_some() {
-            self.last_heard = Some(now);
-        }
+        self.first_flush.get_or_insert(now);
+        self.owed_since.get_or_insert(now);
         Ok(())
     }
 
@@ -189,19 +161,14 @@ impl Utterance {
     async fn on_message(
         &mut self,
         message: Option<Result<Message, tungstenite::Error>>,
-    ) -> Option<End> {
+    ) -> Option<Ending> {
         let text = match message {
-            None => return Some(End::Failed(ProviderError::Closed { provider: PROVIDER })),
-            Some(Err(error)) => return Some(End::Failed(socket_error(&error))),
+            None => return Some(Ending::Failed(ProviderError::Closed { provider: PROVIDER })),
+            Some(Err(error)) => return Some(Ending::Failed(ws::socket_error(PROVIDER, &error))),
             Some(Ok(Message::Text(text))) => text,
+            // Before `isFinal` every close is an error, a normal one too: audio is missing.
             Some(Ok(Message::Close(frame))) => {
-                let reason = frame
-                    .filter(|f| !f.reason.trim().is_empty())
-                    .map(|f| format!("{} ({})", f.reason, u16::from(f.code)));
-                return Some(End::Failed(match reason {
-                    Some(reason) => ProviderError::stream(PROVIDER, reason),
-                    None => ProviderError::Closed { provider: PROVIDER },
-                }));
+                return Some(Ending::Failed(ws::close_error(PROVIDER, frame.as_ref())));
             }
             Some(Ok(Message::Binary(_))) => {
                 bad_message("binary frame");
@@ -216,13 +183,14 @@ impl Utterance {
                 is_final,
             }) => {
                 let now = Instant::now();
-                if self.last_heard.is_none()
-                    && let Some(sent) = self.first_sent
+                if self.last_audio.is_none()
+                    && let Some(sent) = self.first_flush
                 {
                     histogram!(telemetry::PROVIDER_FIRST_BYTE, "provider" => PROVIDER, "api" => "tts")
                         .record(now.duration_since(sent).as_secs_f64());
                 }
-                self.last_heard = Some(now);
+                self.last_audio = Some(now);
+                self.owed_since = None;
                 let offset_ms = self.bytes / 8;
                 self.bytes = self.bytes.saturating_add(audio.len() as u64);
                 let mut words = alignment.map_or_else(Vec::new, |a| self.words.push(&a, offset_ms));
@@ -234,9 +202,9 @@ impl Utterance {
                     words,
                 };
                 if !self.hand_on(chunk).await {
-                    return Some(End::Cancelled);
+                    return Some(Ending::Cancelled);
                 }
-                is_final.then_some(End::Done)
+                is_final.then_some(Ending::Done)
             }
             Ok(ServerMessage::Final) => {
                 // A word still open at the end comes with an empty chunk of its own.
@@ -246,19 +214,19 @@ impl Utterance {
                         words: vec![word],
                     };
                     if !self.hand_on(chunk).await {
-                        return Some(End::Cancelled);
+                        return Some(Ending::Cancelled);
                     }
                 }
-                Some(End::Done)
+                Some(Ending::Done)
             }
             Ok(ServerMessage::Error { message }) => {
-                Some(End::Failed(ProviderError::stream(PROVIDER, message)))
+                Some(Ending::Failed(ProviderError::stream(PROVIDER, message)))
             }
             Err(MessageError::Malformed(why)) => {
                 bad_message(why);
                 None
             }
-            Err(MessageError::BadAudio) => Some(End::Failed(ProviderError::protocol(
+            Err(MessageError::BadAudio) => Some(Ending::Failed(ProviderError::protocol(
                 PROVIDER,
                 "audio is not base64",
             ))),
@@ -283,14 +251,4 @@ async fn sleep_until(deadline: Option<(Instant, Stage)>) {
 fn bad_message(why: &'static str) {
     counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
     tracing::debug!(provider = PROVIDER, why, "skipped a server message");
-}
-
-/// A socket failure as a provider error (tungstenite's text holds no header).
-fn socket_error(error: &tungstenite::Error) -> ProviderError {
-    match error {
-        tungstenite::Error::ConnectionClosed
-        | tungstenite::Error::AlreadyClosed
-        | tungstenite::Error::Io(_) => ProviderError::Closed { provider: PROVIDER },
-        other => ProviderError::protocol(PROVIDER, other.to_string()),
-    }
 }

@@ -8,8 +8,14 @@
 //! [`ChatEvent::Done`]. An `error` object in the stream, a chunk that is not JSON, or an
 //! answer that stops before it finished is an error, never a silently short answer.
 //!
-//! Bounded: at most [`MAX_TOOL_CALLS`] calls of at most [`MAX_ARGUMENTS`] bytes each.
-//! Cancel by dropping the [`ChatStream`]: the connection closes.
+//! The finish reason ends the answer: nothing after it is read (the usage chunk and
+//! `[DONE]` are left unread, the connection closed), so a stall or a cut after it cannot
+//! follow [`ChatEvent::Done`] with an error.
+//!
+//! Bounded: at most [`MAX_TOOL_CALLS`] calls, each with a name of at most
+//! [`MAX_TOOL_NAME`] characters, an id of at most [`MAX_TOOL_ID`] and arguments of at most
+//! [`MAX_ARGUMENTS`] bytes; beyond is a protocol error. Cancel by dropping the
+//! [`ChatStream`]: the connection closes. Errors carry no key.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
@@ -21,6 +27,7 @@ use serde_json::Value;
 
 use super::sse::SseReader;
 use super::{OpenAiClient, PROVIDER};
+use crate::providers::api::http::{count_error, count_ok};
 use crate::providers::api::{
     Chat, ChatEvent, ChatRequest, ChatStream, FinishReason, Message, ProviderError, Tool, ToolCall,
 };
@@ -30,6 +37,10 @@ use crate::telemetry;
 pub const MAX_TOOL_CALLS: usize = 16;
 /// Most bytes of one tool call's arguments.
 pub const MAX_ARGUMENTS: usize = 64 * 1024;
+/// Most characters of a tool's name (OpenAI's function names are `[a-zA-Z0-9_-]{1,64}`).
+pub const MAX_TOOL_NAME: usize = 64;
+/// Most characters of a tool call's id.
+pub const MAX_TOOL_ID: usize = 256;
 
 /// Chat completions with one model.
 #[derive(Debug, Clone)]
@@ -59,38 +70,43 @@ impl Chat for OpenAiChat {
             .send(self.client.post("chat/completions").json(&body), "chat")
             .await?;
         let body = Box::pin(self.client.body(response));
-        let state = (body, ChatDecoder::new(), VecDeque::new(), false);
-        let stream = futures_util::stream::unfold(
-            state,
-            |(mut body, mut decoder, mut ready, mut over)| async move {
-                loop {
-                    if let Some(event) = ready.pop_front() {
-                        if let Err(error) = &event {
-                            super::count_error("chat", error);
+        let client = Arc::clone(&self.client);
+        let ready: VecDeque<Result<ChatEvent, ProviderError>> = VecDeque::new();
+        let state = (Some(body), ChatDecoder::new(), ready);
+        let stream =
+            futures_util::stream::unfold(state, move |(mut body, mut decoder, mut ready)| {
+                let client = Arc::clone(&client);
+                async move {
+                    loop {
+                        if let Some(event) = ready.pop_front() {
+                            let event = event.map_err(|e| client.without_key(e));
+                            if let Err(error) = &event {
+                                count_error(PROVIDER, "chat", error);
+                            }
+                            return Some((event, (body, decoder, ready)));
                         }
-                        return Some((event, (body, decoder, ready, over)));
-                    }
-                    if over {
-                        return None;
-                    }
-                    match body.next().await {
-                        Some(Ok(bytes)) => over = decoder.feed(&bytes, &mut ready),
-                        Some(Err(error)) => {
-                            ready.push_back(Err(error));
-                            over = true;
+                        // Over: the body is dropped, which closes the connection.
+                        let reading = body.as_mut()?;
+                        let over = match reading.next().await {
+                            Some(Ok(bytes)) => decoder.feed(&bytes, &mut ready),
+                            Some(Err(error)) => {
+                                ready.push_back(Err(error));
+                                true
+                            }
+                            None => {
+                                decoder.end(&mut ready);
+                                true
+                            }
+                        };
+                        if over {
+                            body = None;
+                            if !ready.iter().any(Result::is_err) {
+                                count_ok(PROVIDER, "chat");
+                            }
                         }
-                        None => {
-                            decoder.end(&mut ready);
-                            over = true;
-                        }
-                    }
-                    if over && !ready.iter().any(Result::is_err) {
-                        counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "chat", "outcome" => "ok")
-                            .increment(1);
                     }
                 }
-            },
-        );
+            });
         Ok(Box::pin(stream))
     }
 }
@@ -268,20 +284,20 @@ impl ChatDecoder {
     }
 
     /// Reads `bytes`, appending the events they complete to `out`. True once the stream
-    /// is over (`[DONE]` or an error): later bytes are ignored.
+    /// is over (a finish reason, `[DONE]` or an error): later bytes are ignored.
     pub fn feed(
         &mut self,
         bytes: &[u8],
         out: &mut VecDeque<Result<ChatEvent, ProviderError>>,
     ) -> bool {
-        if self.done || self.failed {
+        if self.over() {
             return true;
         }
         let mut failure = None;
         // The reader is lent out while its events change the rest of the decoder.
         let mut sse = std::mem::take(&mut self.sse);
         let read = sse.feed(bytes, |data| {
-            if failure.is_some() || self.done {
+            if failure.is_some() || self.done || self.finished {
                 return;
             }
             if let Err(error) = self.event(data, out) {
@@ -289,14 +305,23 @@ impl ChatDecoder {
             }
         });
         self.sse = sse;
-        if let Err(error) = read {
+        // Bytes after the finish are not read: their faults are not the answer's.
+        if let Err(error) = read
+            && !self.finished
+            && !self.done
+        {
             failure.get_or_insert(ProviderError::protocol(PROVIDER, error.to_string()));
         }
         if let Some(error) = failure {
             self.failed = true;
             out.push_back(Err(error));
         }
-        self.done || self.failed
+        self.over()
+    }
+
+    /// Whether the answer is over: finished, `[DONE]` or failed.
+    fn over(&self) -> bool {
+        self.done || self.failed || self.finished
     }
 
     /// The body ended: an answer that never finished is cut short (one that finished but
@@ -361,10 +386,23 @@ impl ChatDecoder {
         }
         let call = self.calls.entry(fragment.index).or_default();
         if let Some(id) = fragment.id {
+            // Servers send the id once, some repeat it: the latest stands.
+            if id.chars().count() > MAX_TOOL_ID {
+                return Err(ProviderError::protocol(
+                    PROVIDER,
+                    format!("a tool call id longer than {MAX_TOOL_ID} characters"),
+                ));
+            }
             call.id = id;
         }
         if let Some(function) = fragment.function {
             if let Some(name) = function.name {
+                if call.name.chars().count() + name.chars().count() > MAX_TOOL_NAME {
+                    return Err(ProviderError::protocol(
+                        PROVIDER,
+                        format!("a tool name longer than {MAX_TOOL_NAME} characters"),
+                    ));
+                }
                 call.name.push_str(&name);
             }
             if let Some(arguments) = function.arguments {
@@ -520,6 +558,74 @@ mod tests {
             events.last(),
             Some(Err(ProviderError::Protocol { .. }))
         ));
+    }
+
+    /// A tool-call fragment for call 0 with `name` and `id` (when given).
+    fn fragment(name: &str, id: Option<&str>) -> String {
+        let mut call = serde_json::json!({"index": 0, "function": {"name": name}});
+        if let Some(id) = id {
+            call["id"] = id.into();
+        }
+        let chunk = serde_json::json!({"choices": [{"index": 0, "delta": {"tool_calls": [call]}}]});
+        format!("data: {chunk}\n\n")
+    }
+
+    #[test]
+    fn a_tool_name_or_id_flood_is_a_protocol_error() {
+        // 64 characters in fragments are a name; one more is not.
+        let mut chunks = vec![
+            fragment(&"n".repeat(60), Some("call_1")),
+            fragment("name", None),
+        ];
+        chunks.push(
+            "data: {\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"tool_calls\"}]}\n\n"
+                .into(),
+        );
+        let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+        let events = decode(&refs);
+        assert!(
+            matches!(&events[0], Ok(ChatEvent::ToolCall(call)) if call.name.len() == MAX_TOOL_NAME),
+            "{events:?}"
+        );
+        // A server repeating a name fragment forever is cut off at the cap, not buffered.
+        let flood: Vec<String> = (0..10_000).map(|_| fragment("get_weather", None)).collect();
+        let refs: Vec<&str> = flood.iter().map(String::as_str).collect();
+        let events = decode(&refs);
+        let [Err(ProviderError::Protocol { reason, .. })] = &events[..] else {
+            panic!("{events:?}")
+        };
+        assert!(reason.contains("tool name longer than 64"), "{reason}");
+        let long_id = fragment("t", Some(&"i".repeat(MAX_TOOL_ID + 1)));
+        let events = decode(&[&long_id]);
+        assert!(
+            matches!(&events[..], [Err(ProviderError::Protocol { reason, .. })] if reason.contains("id longer")),
+            "{events:?}"
+        );
+    }
+
+    #[test]
+    fn nothing_after_the_finish_is_read() {
+        let mut decoder = ChatDecoder::new();
+        let mut out = VecDeque::new();
+        let finish = "data: {\"choices\":[{\"index\":0,\"delta\":{\"content\":\"Hi\"},\"finish_reason\":\"stop\"}]}\n\n";
+        assert!(decoder.feed(finish.as_bytes(), &mut out));
+        // What a broken server sends after the finish is neither read nor an error.
+        assert!(decoder.feed(b"data: <html>\n\n", &mut out));
+        decoder.end(&mut out);
+        assert_eq!(
+            Vec::from(out),
+            [
+                Ok(ChatEvent::Text("Hi".into())),
+                Ok(ChatEvent::Done(FinishReason::Stop))
+            ]
+        );
+        // In the same read too, even past the SSE reader's limit.
+        let mut decoder = ChatDecoder::new();
+        let mut out = VecDeque::new();
+        let mut bytes = finish.as_bytes().to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', super::super::sse::MAX_EVENT + 10));
+        assert!(decoder.feed(&bytes, &mut out));
+        assert_eq!(out.back(), Some(&Ok(ChatEvent::Done(FinishReason::Stop))));
     }
 
     #[test]

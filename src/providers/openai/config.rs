@@ -5,6 +5,8 @@
 //! module never reads the environment) and is never printed back: the file form of a
 //! validated config leaves it out.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 use url::Url;
 
@@ -21,6 +23,10 @@ pub const DEFAULT_TTS_MODEL: &str = "gpt-4o-mini-tts";
 pub const DEFAULT_TTS_VOICE: &str = "alloy";
 /// The transcription model for recordings.
 pub const DEFAULT_TRANSCRIBE_MODEL: &str = "whisper-1";
+/// How long a transcription may take to answer by default, ms (upload and transcription).
+pub const DEFAULT_BATCH_TIMEOUT_MS: u64 = 120_000;
+/// The longest `openai.batch_timeout_ms` may be.
+pub const MAX_BATCH_TIMEOUT_MS: u64 = 600_000;
 
 const TIMEOUT_KEYS: [&str; 3] = [
     "openai.timeouts.connect_ms",
@@ -46,6 +52,9 @@ pub struct RawOpenAi {
     pub tts_voice: Option<String>,
     /// Transcription model for recordings.
     pub transcribe_model: Option<String>,
+    /// Longest wait for a transcription's answer — the upload (up to 25 MB) and the
+    /// transcription — and for its body, ms (default 120 000, at most 600 000).
+    pub batch_timeout_ms: Option<u64>,
     /// Request timeouts.
     pub timeouts: Option<RawTimeouts>,
 }
@@ -65,6 +74,9 @@ pub struct OpenAiConfig {
     pub tts_voice: String,
     /// Transcription model.
     pub transcribe_model: String,
+    /// Longest wait for a transcription's answer headers (from the request's start), and
+    /// again for its body.
+    pub batch_timeout: Duration,
     /// Request timeouts.
     pub timeouts: Timeouts,
 }
@@ -77,9 +89,16 @@ impl Default for OpenAiConfig {
     }
 }
 
-/// `url` as a base other paths join under (a trailing `/` added), if it is http(s).
+/// `url` as a base other paths join under (a trailing `/` added), if it is http(s) and
+/// holds no credentials (they would travel in every request and print with the URL).
 pub(crate) fn base_url(key: &'static str, url: &str) -> Result<Url, InvalidSetting> {
-    let mut url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("{url:?}: {e}")))?;
+    let mut url = Url::parse(url.trim()).map_err(|e| invalid(key, format!("is not a URL: {e}")))?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(invalid(
+            key,
+            "must not hold credentials (set openai.api_key)",
+        ));
+    }
     if !matches!(url.scheme(), "http" | "https") {
         return Err(invalid(key, format!("{url} is not an http(s) URL")));
     }
@@ -112,8 +131,20 @@ impl RawOpenAi {
                 self.transcribe_model,
                 DEFAULT_TRANSCRIBE_MODEL,
             )?,
+            batch_timeout: batch_timeout(self.batch_timeout_ms)?,
             timeouts: self.timeouts.unwrap_or_default().validate(TIMEOUT_KEYS)?,
         })
+    }
+}
+
+/// `openai.batch_timeout_ms` (or its default) as a duration, if it is 1 ms to 600 s.
+fn batch_timeout(ms: Option<u64>) -> Result<Duration, InvalidSetting> {
+    match ms.unwrap_or(DEFAULT_BATCH_TIMEOUT_MS) {
+        ms @ 1..=MAX_BATCH_TIMEOUT_MS => Ok(Duration::from_millis(ms)),
+        ms => Err(invalid(
+            "openai.batch_timeout_ms",
+            format!("{ms} is not between 1 and {MAX_BATCH_TIMEOUT_MS} ms"),
+        )),
     }
 }
 
@@ -128,6 +159,7 @@ impl From<&OpenAiConfig> for RawOpenAi {
             tts_model,
             tts_voice,
             transcribe_model,
+            batch_timeout,
             timeouts,
         } = config;
         Self {
@@ -137,6 +169,7 @@ impl From<&OpenAiConfig> for RawOpenAi {
             tts_model: Some(tts_model.clone()),
             tts_voice: Some(tts_voice.clone()),
             transcribe_model: Some(transcribe_model.clone()),
+            batch_timeout_ms: Some(batch_timeout.as_millis() as u64),
             timeouts: Some(timeouts.into()),
         }
     }
@@ -188,5 +221,50 @@ mod tests {
         .validate()
         .unwrap_err();
         assert_eq!(err.key, "openai.base_url");
+    }
+
+    #[test]
+    fn a_base_url_with_credentials_is_refused_without_printing_them() {
+        for url in [
+            "https://user:s3cret-pw@proxy.example.com/v1",
+            "https://sk-in-the-url@proxy.example.com/v1",
+            "http:// user:s3cret-pw@bad url",
+        ] {
+            let err = RawOpenAi {
+                base_url: Some(url.into()),
+                ..RawOpenAi::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.key, "openai.base_url");
+            let text = format!("{err} {err:?}");
+            assert!(
+                !text.contains("s3cret") && !text.contains("sk-in"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_batch_timeout_defaults_to_two_minutes_and_is_bounded() {
+        let config = OpenAiConfig::default();
+        assert_eq!(config.batch_timeout, Duration::from_secs(120));
+        let long = RawOpenAi {
+            batch_timeout_ms: Some(600_000),
+            ..RawOpenAi::default()
+        }
+        .validate()
+        .unwrap();
+        assert_eq!(long.batch_timeout, Duration::from_secs(600));
+        assert_eq!(RawOpenAi::from(&long).validate().unwrap(), long);
+        for ms in [0, 600_001] {
+            let err = RawOpenAi {
+                batch_timeout_ms: Some(ms),
+                ..RawOpenAi::default()
+            }
+            .validate()
+            .unwrap_err();
+            assert_eq!(err.key, "openai.batch_timeout_ms");
+        }
     }
 }

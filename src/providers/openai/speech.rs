@@ -12,22 +12,24 @@
 //! connection) at once. An error answer (4xx/5xx, with `Retry-After` when sent) or a failed
 //! body is one `Err` to the agent, then the end.
 //!
-//! Never: puts the key anywhere but the client's `Authorization` header.
+//! Counted once per utterance in `PROVIDER_REQUESTS` (`ok`, `cancelled`, or `error` with
+//! its kind), however many requests it took.
+//!
+//! Never: puts the key anywhere but the client's `Authorization` header, nor in an error.
 
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use metrics::counter;
 use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 use super::{OpenAiClient, PROVIDER};
 use crate::audio::resample::Rate;
+use crate::providers::api::http::{count_error, count_outcome};
 use crate::providers::api::{
     ProviderError, TextToSpeech, TtsAudio, TtsChunk, TtsInput, TtsStream, TtsTask,
 };
-use crate::telemetry;
 
 /// Most characters of one request's `input` (OpenAI's limit).
 pub const MAX_INPUT_CHARS: usize = 4096;
@@ -92,9 +94,9 @@ impl TextToSpeech for OpenAiSpeech {
                     "error"
                 }
             };
+            // A failure was counted, with its kind, where it happened.
             if outcome != "error" {
-                counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "tts", "outcome" => outcome)
-                    .increment(1);
+                count_outcome(PROVIDER, "tts", outcome);
             }
         });
         Ok(stream)
@@ -191,7 +193,7 @@ impl OpenAiSpeech {
                 None => break,
                 Some(Ok(bytes)) => bytes,
                 Some(Err(error)) => {
-                    super::count_error("tts", &error);
+                    count_error(PROVIDER, "tts", &error);
                     return Err(End::Failed(error));
                 }
             };
@@ -210,8 +212,6 @@ impl OpenAiSpeech {
                 return Err(End::Cancelled);
             }
         }
-        counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "tts", "outcome" => "ok")
-            .increment(1);
         Ok(())
     }
 }

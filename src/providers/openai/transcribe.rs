@@ -1,26 +1,33 @@
 //! Recording transcription from an OpenAI-compatible server (`POST
 //! {base}/audio/transcriptions`, multipart, providers.md §5): post-call work.
 //!
-//! The WAV goes up as `file` (`recording.wav`, `audio/wav`) with `model`,
-//! `response_format=verbose_json` and `timestamp_granularities[]=segment`; the answer's
-//! segments become [`Utterance`]s by start time. The API transcribes the mix: it does not
-//! split a stereo file's channels nor tell speakers apart, so every utterance is channel 0
-//! with no speaker — callers wanting per-party text must upload each channel on its own.
-//! An answer without segments (a server that ignores `verbose_json`) gives its whole `text`
-//! as one utterance.
+//! The WAV goes up as `file` (`recording.wav`, `audio/wav`) with `model` and the answer
+//! format the model takes ([`ResponseFormat::for_model`]): `gpt-4o-transcribe` and
+//! `gpt-4o-mini-transcribe` (and their snapshots) accept only `json`, whose `text` becomes
+//! one utterance ([`parse_json`]); other models (`whisper-1`, self-hosted Whisper) get
+//! `verbose_json` with `timestamp_granularities[]=segment`, whose segments become
+//! [`Utterance`]s by start time ([`parse_verbose_json`]). The API transcribes the mix: it
+//! does not split a stereo file's channels nor tell speakers apart, so every utterance is
+//! channel 0 with no speaker — callers wanting per-party text must upload each channel on
+//! its own.
+//!
+//! Timeouts: connect (the client's); the answer's headers — the upload and the
+//! transcription — within `openai.batch_timeout_ms`; the body with no read longer than the
+//! idle timeout and the whole within `batch_timeout` again.
 //!
 //! Errors: a 4xx is a non-retriable [`ProviderError::Status`], a 5xx (or 408/429) a
-//! retriable one; an answer that is not the documented JSON is a protocol error. Never
-//! reads more than [`MAX_ANSWER`] bytes of answer, or uploads more than [`MAX_UPLOAD`].
+//! retriable one; an answer that is not the documented JSON is a protocol error (counted
+//! in `PROVIDER_BAD_MESSAGES`). None holds the key. Never reads more than [`MAX_ANSWER`]
+//! bytes of answer, or uploads more than [`MAX_UPLOAD`].
 
 use std::sync::Arc;
 
-use futures_util::StreamExt as _;
 use metrics::counter;
 use reqwest::multipart::{Form, Part};
 use serde::Deserialize;
 
 use super::{OpenAiClient, PROVIDER};
+use crate::providers::api::http::{count_error, count_ok};
 use crate::providers::api::{BatchTranscript, BatchTranscription, ProviderError, Utterance};
 use crate::telemetry;
 
@@ -28,6 +35,44 @@ use crate::telemetry;
 pub const MAX_UPLOAD: usize = 25 * 1024 * 1024;
 /// The largest answer read.
 pub const MAX_ANSWER: usize = 8 * 1024 * 1024;
+
+/// The `response_format` a transcription asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResponseFormat {
+    /// `{"text"}` only: the one format `gpt-4o-(mini-)transcribe` accept.
+    Json,
+    /// Segments with times (`whisper-1`).
+    VerboseJson,
+}
+
+impl ResponseFormat {
+    /// The format `model` accepts that says the most: `json` for the `gpt-4o…transcribe…`
+    /// family (providers.md §5), `verbose_json` otherwise.
+    pub fn for_model(model: &str) -> Self {
+        let model = model.to_ascii_lowercase();
+        if model.starts_with("gpt-4o") && model.contains("transcribe") {
+            Self::Json
+        } else {
+            Self::VerboseJson
+        }
+    }
+
+    /// Its name on the wire.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Json => "json",
+            Self::VerboseJson => "verbose_json",
+        }
+    }
+
+    /// The answer `body` in this format as a transcript.
+    pub fn parse(self, body: &[u8]) -> Result<BatchTranscript, ProviderError> {
+        match self {
+            Self::Json => parse_json(body),
+            Self::VerboseJson => parse_verbose_json(body),
+        }
+    }
+}
 
 /// Transcription of recordings with one model.
 #[derive(Debug, Clone)]
@@ -42,15 +87,8 @@ impl OpenAiTranscription {
         let model = model.map_or_else(|| client.config().transcribe_model.clone(), str::to_owned);
         Self { client, model }
     }
-}
 
-#[async_trait::async_trait]
-impl BatchTranscription for OpenAiTranscription {
-    fn name(&self) -> &'static str {
-        PROVIDER
-    }
-
-    async fn transcribe(&self, wav: Vec<u8>) -> Result<BatchTranscript, ProviderError> {
+    async fn request(&self, wav: Vec<u8>) -> Result<BatchTranscript, ProviderError> {
         if wav.len() > MAX_UPLOAD {
             return Err(ProviderError::Invalid {
                 provider: PROVIDER,
@@ -64,42 +102,73 @@ impl BatchTranscription for OpenAiTranscription {
                 provider: PROVIDER,
                 reason: e.to_string(),
             })?;
-        let form = Form::new()
+        let format = ResponseFormat::for_model(&self.model);
+        let mut form = Form::new()
             .part("file", file)
             .text("model", self.model.clone())
-            .text("response_format", "verbose_json")
-            .text("timestamp_granularities[]", "segment");
-        let request = self.client.post("audio/transcriptions").multipart(form);
-        let response = self.client.send(request, "batch").await?;
-        let result = read_answer(self.client.body(response))
-            .await
-            .and_then(|body| parse_verbose_json(&body));
-        match &result {
-            Ok(_) => counter!(telemetry::PROVIDER_REQUESTS, "provider" => PROVIDER, "api" => "batch", "outcome" => "ok")
-                .increment(1),
-            Err(error) => super::count_error("batch", error),
+            .text("response_format", format.as_str());
+        if format == ResponseFormat::VerboseJson {
+            form = form.text("timestamp_granularities[]", "segment");
         }
-        result
+        let request = self.client.post("audio/transcriptions").multipart(form);
+        // A failure to send is counted by the client.
+        let response = self.client.send_batch(request, "batch").await?;
+        let answer = self
+            .client
+            .read_all(response, MAX_ANSWER)
+            .await
+            .and_then(|body| {
+                format.parse(&body).inspect_err(|_| {
+                    counter!(telemetry::PROVIDER_BAD_MESSAGES, "provider" => PROVIDER).increment(1);
+                })
+            });
+        match &answer {
+            Ok(_) => count_ok(PROVIDER, "batch"),
+            Err(error) => count_error(PROVIDER, "batch", error),
+        }
+        answer
     }
 }
 
-/// The whole answer, if it is at most [`MAX_ANSWER`] bytes.
-async fn read_answer(
-    body: impl futures_util::Stream<Item = Result<bytes::Bytes, ProviderError>>,
-) -> Result<Vec<u8>, ProviderError> {
-    let mut body = std::pin::pin!(body);
-    let mut answer = Vec::new();
-    while let Some(bytes) = body.next().await {
-        let bytes = bytes?;
-        if answer.len() + bytes.len() > MAX_ANSWER {
-            return Err(ProviderError::protocol(
-                PROVIDER,
-                format!("the transcription is over {MAX_ANSWER} bytes"),
-            ));
-        }
-        answer.extend_from_slice(&bytes);
+#[async_trait::async_trait]
+impl BatchTranscription for OpenAiTranscription {
+    fn name(&self) -> &'static str {
+        PROVIDER
     }
-    Ok(answer)
+
+    async fn transcribe(&self, wav: Vec<u8>) -> Result<BatchTranscript, ProviderError> {
+        self.request(wav)
+            .await
+            .map_err(|e| self.client.without_key(e))
+    }
+}
+
+#[derive(Deserialize)]
+struct Plain {
+    text: String,
+}
+
+/// A `json` answer (`{"text", "usage"?, "logprobs"?}`) as a transcript: its text, trimmed,
+/// as one utterance from 0 with no end known (0); none when the text is blank. No
+/// duration: the format gives none.
+pub fn parse_json(body: &[u8]) -> Result<BatchTranscript, ProviderError> {
+    let answer: Plain = serde_json::from_slice(body)
+        .map_err(|e| ProviderError::protocol(PROVIDER, format!("not a json transcription: {e}")))?;
+    let text = answer.text.trim();
+    let utterances = (!text.is_empty())
+        .then(|| Utterance {
+            channel: 0,
+            speaker: None,
+            start_ms: 0,
+            end_ms: 0,
+            text: text.to_owned(),
+        })
+        .into_iter()
+        .collect();
+    Ok(BatchTranscript {
+        utterances,
+        duration_ms: None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -218,5 +287,46 @@ mod tests {
         let error = parse_verbose_json(b"Hello").unwrap_err();
         assert!(matches!(error, ProviderError::Protocol { .. }), "{error}");
         assert!(parse_verbose_json(br#"{"segments":[{"start":"0"}]}"#).is_err());
+    }
+
+    #[test]
+    fn gpt_4o_transcribe_models_get_json_and_others_verbose_json() {
+        for model in [
+            "gpt-4o-transcribe",
+            "gpt-4o-mini-transcribe",
+            "gpt-4o-mini-transcribe-2025-03-20",
+            "GPT-4o-Transcribe",
+        ] {
+            assert_eq!(
+                ResponseFormat::for_model(model),
+                ResponseFormat::Json,
+                "{model}"
+            );
+        }
+        for model in [
+            "whisper-1",
+            "whisper-large-v3",
+            "gpt-4o-mini",
+            "distil-whisper",
+        ] {
+            assert_eq!(
+                ResponseFormat::for_model(model),
+                ResponseFormat::VerboseJson,
+                "{model}"
+            );
+        }
+        let json = br#"{"text":" Hello, is this Sam? Yes. ","usage":{"type":"tokens","input_tokens":14,"output_tokens":9,"total_tokens":23}}"#;
+        let transcript = ResponseFormat::Json.parse(json).unwrap();
+        assert_eq!(transcript.utterances.len(), 1);
+        assert_eq!(transcript.utterances[0].text, "Hello, is this Sam? Yes.");
+        assert_eq!(transcript.duration_ms, None);
+        assert!(
+            parse_json(br#"{"text":"  "}"#)
+                .unwrap()
+                .utterances
+                .is_empty()
+        );
+        assert!(parse_json(br#"{"segments":[]}"#).is_err());
+        assert!(parse_json(b"Hello").is_err());
     }
 }

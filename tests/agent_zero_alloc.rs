@@ -256,6 +256,7 @@ fn a_listening_flow_agent_allocates_nothing_per_frame() {
         Command::CallerText {
             text,
             is_final: true,
+            ..
         } => Some(text.clone()),
         _ => None,
     });

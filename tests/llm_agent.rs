@@ -397,14 +397,10 @@ async fn a_barge_in_cancels_the_model_and_the_voice_on_the_wire_and_the_context_
         .closed_at(1)
         .await
         .expect("the voice fake saw the answer's socket close");
-    let chat_ms = chat_cancel
-        .saturating_duration_since(barge_in)
-        .as_secs_f64()
-        * 1e3;
-    let voice_ms = voice_close
-        .saturating_duration_since(barge_in)
-        .as_secs_f64()
-        * 1e3;
+    // At or after the barge-in (a cancel before it would be a bug of its own), and soon.
+    assert!(chat_cancel >= barge_in && voice_close >= barge_in);
+    let chat_ms = chat_cancel.duration_since(barge_in).as_secs_f64() * 1e3;
+    let voice_ms = voice_close.duration_since(barge_in).as_secs_f64() * 1e3;
     println!("barge-in → chat cancel {chat_ms:.1} ms, voice close {voice_ms:.1} ms");
     assert!(
         chat_ms < 50.0,
@@ -537,13 +533,14 @@ async fn when_the_voice_fails_the_fallback_line_is_still_spoken_offline() {
         "{record:#?}"
     );
     assert_eq!(report.hung_up_by, HungUpBy::Caller, "the call went on");
-    // The fallback line is real speech at the phone, not silence.
-    let loud = report
-        .heard
+    // The fallback line is real speech at the phone, not silence: loud audio after the
+    // greeting (its 640 ms of fake speech) and the caller's utterance.
+    let greeting_and_caller = 8 * 640 + common::utterance(1).len();
+    let loud = report.heard[greeting_and_caller.min(report.heard.len())..]
         .iter()
         .filter(|s| s.unsigned_abs() > 500)
         .count();
-    assert!(loud > 2_000, "{loud} loud samples");
+    assert!(loud > 2_000, "{loud} loud samples after the greeting");
 }
 
 /// The model's time to its first token, injected by the chat fake.
@@ -628,10 +625,14 @@ async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_sm
 }
 
 /// A loopback HTTP tool: answers `{"free":true}` after 400 ms, keeping what it was sent.
-async fn tool_server() -> (
-    String,
-    std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>,
-) {
+async fn tool_server() -> (String, ToolSeen) {
+    tool_server_after(Duration::from_millis(400)).await
+}
+
+type ToolSeen = std::sync::Arc<std::sync::Mutex<Vec<(String, serde_json::Value)>>>;
+
+/// The same tool, answering after `delay`.
+async fn tool_server_after(delay: Duration) -> (String, ToolSeen) {
     use axum::routing::post;
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let kept = std::sync::Arc::clone(&seen);
@@ -647,7 +648,7 @@ async fn tool_server() -> (
                         .unwrap_or_default()
                         .to_owned();
                     kept.lock().unwrap().push((key, body.0));
-                    tokio::time::sleep(Duration::from_millis(400)).await;
+                    tokio::time::sleep(delay).await;
                     axum::Json(serde_json::json!({"free": true}))
                 }
             },
@@ -822,4 +823,87 @@ async fn a_model_that_stalls_mid_answer_costs_a_fallback_line_and_the_call_goes_
     assert_eq!(report.hung_up_by, HungUpBy::Caller, "the call went on");
     // Something was already heard, so the stalled answer was not retried.
     assert_eq!(fakes.chat.seen().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_barge_in_while_a_tool_runs_answers_its_call_so_the_model_can_go_on() {
+    let (url, _) = tool_server_after(Duration::from_secs(5)).await;
+    let profile = format!(
+        r#"{PROFILE}
+[[tools]]
+name = "check_availability"
+description = "Whether a technician is free"
+url = "{url}"
+timeout_ms = 10000
+"#
+    );
+    const HOLD: &str = "One moment please while I check the schedule for you.";
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Is ten free?").await,
+        chat: FakeChat::start(vec![
+            // Words, then a slow tool call in the same round.
+            Answer::Stream(vec![
+                Piece::Text(HOLD),
+                Piece::Tool {
+                    id: "call_slow",
+                    name: "check_availability",
+                    arguments: "{}".into(),
+                },
+            ]),
+            Answer::Stream(vec![
+                Piece::Text("Okay, goodbye."),
+                Piece::Tool {
+                    id: "call_end",
+                    name: "end_call",
+                    arguments: "{}".into(),
+                },
+            ]),
+        ])
+        .await,
+        voice: FakeElevenLabs::start(vec![
+            voice("Hi, this is Ava."),
+            voice(HOLD),
+            voice("Okay, goodbye."),
+        ])
+        .await,
+    };
+    let server = server(&fakes, &profile).await;
+    let (_report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            CallerStep::UntilAgentHeard {
+                then: Duration::from_millis(500),
+            },
+            CallerStep::Audio(common::utterance(2)),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+    let seen = fakes.chat.seen();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    let messages = seen[1].body["messages"].as_array().unwrap();
+    let roles: Vec<&str> = messages
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        roles,
+        ["system", "assistant", "user", "assistant", "tool", "user"],
+        "{messages:#?}"
+    );
+    // The words before the tool were spoken before it ran, and cut where the caller cut in.
+    let said = messages[3]["content"].as_str().unwrap();
+    assert!(
+        !said.is_empty() && said.len() < HOLD.len() && HOLD.starts_with(said),
+        "{said:?}"
+    );
+    assert_eq!(messages[3]["tool_calls"][0]["id"], "call_slow");
+    // The unfinished call has its result: the model's API refuses a call without one.
+    assert_eq!(messages[4]["tool_call_id"], "call_slow");
+    assert_eq!(messages[4]["content"], "Not run: the caller interrupted.");
+    assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
 }

@@ -251,6 +251,7 @@ impl FlowAgent {
         io.send(Command::CallerText {
             text: heard.text.clone(),
             is_final: heard.is_final,
+            at: Instant::now(),
         })
         .await?;
         if !heard.is_final || !call.listening {

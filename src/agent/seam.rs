@@ -256,6 +256,8 @@ pub enum Command {
         text: String,
         /// A final result (else interim).
         is_final: bool,
+        /// When the agent got it from speech recognition (the latency split's STT stage).
+        at: Instant,
     },
 }
 

@@ -394,9 +394,10 @@ impl Conversation {
                 self.book.record_mut().slots.insert(name, value);
                 self.publish();
             }
-            Command::CallerText { text, is_final } => {
+            Command::CallerText { text, is_final, at } => {
                 let now_ms = stream.clock.now_ms(now);
-                self.book.caller_text(&text, is_final, now_ms, now);
+                // The STT stage ends when the agent had the words, not when it told us.
+                self.book.caller_text(&text, is_final, now_ms, at.min(now));
                 let decision = self.policy.transcript(&text, is_final, now_ms);
                 self.decide(decision, stream, now, out);
                 if is_final {

@@ -153,6 +153,8 @@ struct Reply {
     round_text: String,
     calls: Vec<crate::providers::api::ToolCall>,
     tools: Option<BoxFuture<'static, Vec<ToolOutcome>>>,
+    /// The ids of the tool calls `tools` is running.
+    pending_calls: Vec<String>,
     rounds: u32,
     words: Vec<WordTime>,
     word_cursor: usize,
@@ -181,6 +183,7 @@ impl Reply {
             round_text: String::new(),
             calls: Vec::new(),
             tools: None,
+            pending_calls: Vec::new(),
             rounds: 0,
             words: Vec::new(),
             word_cursor: 0,
@@ -263,8 +266,14 @@ struct Call {
     stt: Slot<SttStream>,
     /// The caller's final words since the agent last answered.
     heard: String,
-    /// The end of the caller's turn came before its words: answer when they come.
-    awaiting_words: Option<Instant>,
+    /// The caller's turn ended and the STT was asked for its last words: answer when they
+    /// come, or at this deadline.
+    awaiting_final: Option<Instant>,
+    /// The caller's turn ended with no words heard: a final that comes later is answered.
+    unanswered: bool,
+    /// When to reopen the STT after it failed.
+    stt_reopen_at: Option<Instant>,
+    stt_backoff: Backoff,
     /// The caller's turn ended while the agent was speaking: answer after.
     answer_after: bool,
     reply: Option<Reply>,
@@ -370,7 +379,10 @@ impl Agent for LlmAgent {
             owners: Vec::new(),
             stt: Slot::Opening(async move { stt.open().await }.boxed()),
             heard: String::new(),
-            awaiting_words: None,
+            awaiting_final: None,
+            unanswered: false,
+            stt_reopen_at: None,
+            stt_backoff: Backoff::new(stt_retry_policy()),
             answer_after: false,
             reply: None,
             retry: None,
@@ -425,39 +437,74 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
+/// A reply's retry: soon, or not at all (a caller waiting in silence is worse than the
+/// fallback line; a `Retry-After` beyond 1.5 s gives up).
 fn retry_policy() -> RetryPolicy {
     RetryPolicy {
         base: Duration::from_millis(200),
         cap: Duration::from_secs(1),
+        max_retry_after: Some(Duration::from_millis(1_500)),
         ..RetryPolicy::default()
     }
     .with_retries(MAX_RETRIES)
+}
+
+/// Reopening a failed STT: 0.5 s, 1 s, 2 s apart (jittered), then the outage counts again.
+fn stt_retry_policy() -> RetryPolicy {
+    RetryPolicy {
+        base: Duration::from_millis(500),
+        cap: Duration::from_secs(2),
+        ..RetryPolicy::default()
+    }
+    .with_retries(3)
 }
 
 type Done = Result<(), crate::agent::seam::SessionGone>;
 
 impl Call {
     fn next_timer(&self) -> Option<Instant> {
-        match (self.awaiting_words, self.retry) {
-            (Some(a), Some((b, _))) => Some(a.min(b)),
-            (a, b) => a.or(b.map(|(at, _)| at)),
-        }
+        [
+            self.awaiting_final,
+            self.retry.map(|(at, _)| at),
+            self.stt_reopen_at,
+        ]
+        .into_iter()
+        .flatten()
+        .min()
     }
 
     async fn on_timer(&mut self, io: &mut AgentIo) -> Done {
         let now = Instant::now();
-        if self.awaiting_words.is_some_and(|at| at <= now) {
-            // The STT gave no words for the turn: nothing to answer.
-            self.awaiting_words = None;
+        if self.awaiting_final.is_some_and(|at| at <= now) {
+            // No answer to the Finalize in time: answer what was heard; with nothing
+            // heard, a final that comes later still gets its answer.
+            self.awaiting_final = None;
+            if self.heard.trim().is_empty() {
+                self.unanswered = true;
+            } else {
+                self.answer_now(io).await?;
+            }
+        }
+        if self.stt_reopen_at.is_some_and(|at| at <= now) {
+            self.stt_reopen_at = None;
+            if !self.ending {
+                let stt = Arc::clone(&self.setup.stt);
+                self.stt = Slot::Opening(async move { stt.open().await }.boxed());
+            }
         }
         if let Some((at, source)) = self.retry
             && at <= now
         {
             self.retry = None;
-            if source == Source::Model && self.reply.is_none() {
-                let mut reply = self.answer(io.next_turn());
-                reply.attempt = 1;
-                self.reply = Some(reply);
+            if source == Source::Model && !self.ending {
+                if self.reply.is_some() {
+                    // A line is being said (a fallback that was waiting): answer after it.
+                    self.answer_after = true;
+                } else {
+                    let mut reply = self.answer(io.next_turn());
+                    reply.attempt = 1;
+                    self.reply = Some(reply);
+                }
             }
         }
         Ok(())
@@ -480,17 +527,27 @@ impl Call {
     async fn on_event(&mut self, io: &mut AgentIo, event: Event) -> Done {
         match event {
             Event::EndOfTurn { .. } => {
-                if let Slot::Ready(stt) = &self.stt {
-                    stt.finalize();
+                // The caller's last words may still be in the STT: ask for them, and answer
+                // when they come (or at FINAL_WAIT with what was heard).
+                if let Slot::Ready(stt) = &self.stt
+                    && stt.finalize()
+                {
+                    self.awaiting_final = Some(Instant::now() + FINAL_WAIT);
+                    return Ok(());
                 }
                 if self.heard.trim().is_empty() {
-                    self.awaiting_words = Some(Instant::now() + FINAL_WAIT);
+                    self.unanswered = true;
                     return Ok(());
                 }
                 self.answer_now(io).await
             }
             Event::BargeIn { .. } => {
-                self.cancel_reply(io).await?;
+                // The reply being heard stops. One not yet heard (a line that was waiting,
+                // a model still thinking) is left: the caller's turn decides about it.
+                if self.reply.as_ref().is_some_and(|r| r.opened) {
+                    self.cancel_reply(io).await?;
+                }
+                self.retry = None;
                 Ok(())
             }
             Event::Playout(Progress::Cut {
@@ -510,8 +567,10 @@ impl Call {
 
     /// The caller's words so far go into the context and the model answers them.
     async fn answer_now(&mut self, io: &mut AgentIo) -> Done {
-        self.awaiting_words = None;
-        if self.ending {
+        self.awaiting_final = None;
+        self.unanswered = false;
+        self.retry = None;
+        if self.ending || self.heard.trim().is_empty() {
             return Ok(());
         }
         if let Some(reply) = &self.reply {
@@ -531,6 +590,7 @@ impl Call {
             }
             _ => self.push_message(Message::new(Role::User, words.trim().to_owned()), None),
         }
+        self.answer_after = false;
         self.backoff = Backoff::new(retry_policy());
         self.asked = Some(Instant::now());
         self.reply = Some(self.answer(io.next_turn()));
@@ -541,44 +601,73 @@ impl Call {
         match heard {
             Heard::Opened(Ok(stream)) => {
                 self.stt = Slot::Ready(stream);
+                self.stt_backoff = Backoff::new(stt_retry_policy());
                 Ok(())
             }
             Heard::Opened(Err(error)) | Heard::Event(Some(Err(error))) => {
-                self.stt = Slot::Empty;
-                self.failed(io, "stt", &error).await?;
-                if !self.ending {
-                    let stt = Arc::clone(&self.setup.stt);
-                    self.stt = Slot::Opening(async move { stt.open().await }.boxed());
-                }
-                Ok(())
+                self.stt_failed(io, &error).await
             }
+            // The stream ended without an error while the call goes on: as deaf as a
+            // failure.
             Heard::Event(None) => {
-                self.stt = Slot::Empty;
-                Ok(())
+                let error = ProviderError::Closed {
+                    provider: self.setup.stt.name(),
+                };
+                self.stt_failed(io, &error).await
             }
             Heard::Event(Some(Ok(event))) => self.on_stt(io, event).await,
         }
     }
 
+    /// The STT failed (or ended): counted once per outage, reopened with backoff.
+    async fn stt_failed(&mut self, io: &mut AgentIo, error: &ProviderError) -> Done {
+        let was_working = matches!(self.stt, Slot::Ready(_));
+        self.stt = Slot::Empty;
+        // The first failure of an outage costs a fallback line; retries while it lasts
+        // cost only a timer, until they give up.
+        let delay = self.stt_backoff.next_delay(None);
+        if was_working || delay.is_none() || !error.retriable() {
+            self.stt_backoff = Backoff::new(stt_retry_policy());
+            self.failed(io, "stt", error).await?;
+        } else {
+            warn!(%error, "speech recognition still unavailable: retrying");
+        }
+        if !self.ending {
+            let delay = delay.unwrap_or(Duration::from_millis(500));
+            self.stt_reopen_at = Some(Instant::now() + delay);
+        }
+        Ok(())
+    }
+
     async fn on_stt(&mut self, io: &mut AgentIo, event: SttEvent) -> Done {
-        let SttEvent::Transcript { text, is_final, .. } = event else {
+        let SttEvent::Transcript {
+            text,
+            is_final,
+            from_finalize,
+            ..
+        } = event
+        else {
             return Ok(());
         };
-        if text.trim().is_empty() {
-            return Ok(());
-        }
-        if is_final {
-            if !self.heard.is_empty() {
-                self.heard.push(' ');
+        let text = text.trim();
+        if !text.is_empty() {
+            if is_final {
+                if !self.heard.is_empty() {
+                    self.heard.push(' ');
+                }
+                self.heard.push_str(text);
             }
-            self.heard.push_str(text.trim());
+            io.send(Command::CallerText {
+                text: text.to_owned(),
+                is_final,
+                at: Instant::now(),
+            })
+            .await?;
         }
-        io.send(Command::CallerText {
-            text: text.trim().to_owned(),
-            is_final,
-        })
-        .await?;
-        if is_final && self.awaiting_words.is_some() {
+        let answers_finalize = from_finalize && self.awaiting_final.is_some();
+        // A final after the wait for it gave up still gets its answer.
+        let late = is_final && self.unanswered && self.reply.is_none();
+        if answers_finalize || late {
             return self.answer_now(io).await;
         }
         Ok(())
@@ -610,11 +699,12 @@ impl Call {
             Step::Audio(None) => self.reply_done(io).await,
             Step::Chat(Some(Ok(event))) => self.on_chat(io, event).await,
             Step::Chat(Some(Err(error))) => self.reply_failed(io, "chat", error).await,
+            // A stream that ends without `Done` was cut short.
             Step::Chat(None) => {
-                if let Some(reply) = &mut self.reply {
-                    reply.chat = None;
-                }
-                Ok(())
+                let error = ProviderError::Closed {
+                    provider: self.setup.chat.name(),
+                };
+                self.reply_failed(io, "chat", error).await
             }
             Step::Tools(outcomes) => self.on_tools(io, outcomes).await,
         }
@@ -728,9 +818,16 @@ impl Call {
         let Some(reply) = &mut self.reply else {
             return Ok(());
         };
-        if calls.is_empty() || reply.rounds + 1 >= MAX_ROUNDS {
+        if calls.is_empty() {
             return self.finish_text(io).await;
         }
+        // What the model said before its tool calls is said now, not after the tools.
+        if let Some(rest) = reply.splitter.finish()
+            && let Err(error) = reply.send(TtsInput::Text(rest))
+        {
+            return self.reply_failed(io, "tts", error).await;
+        }
+        let last_round = reply.rounds + 1 >= MAX_ROUNDS;
         reply.rounds += 1;
         let profile = Arc::clone(&self.setup.profile);
         let mut run = tools::Run::default();
@@ -746,9 +843,12 @@ impl Call {
                     run.done(&call, "Saved.".into());
                 }
                 Some(Err(reason)) => run.done(&call, reason),
+                // Every call gets its result (the model's API refuses a call without one).
+                None if last_round => run.done(&call, "Not run: too many tool rounds.".into()),
                 None => run.http(&profile, &self.setup.http, call),
             }
         }
+        reply.pending_calls = run.pending_ids();
         let (finished, pending, filler) = run.split();
         for outcome in finished {
             self.push_message(Message::tool_result(outcome.call_id, outcome.content), None);
@@ -767,7 +867,7 @@ impl Call {
             reply.tools = Some(pending);
             return Ok(());
         }
-        if reply.hang_up {
+        if reply.hang_up || last_round {
             return self.finish_text(io).await;
         }
         if let Some(request) = next_round {
@@ -786,7 +886,7 @@ impl Call {
                     provider: "http",
                     kind: "tool",
                     outcome: "reported",
-                    message: outcome.content.clone(),
+                    message: outcome.note.clone(),
                 })
                 .await?;
             }
@@ -797,6 +897,7 @@ impl Call {
             return Ok(());
         };
         reply.tools = None;
+        reply.pending_calls.clear();
         if reply.hang_up {
             return self.finish_text(io).await;
         }
@@ -858,10 +959,22 @@ impl Call {
         let Some(reply) = self.reply.take() else {
             return Ok(());
         };
-        if !reply.round_text.trim().is_empty() {
+        // Tool calls in flight are answered, or the model's API refuses the next request.
+        for id in &reply.pending_calls {
+            self.push_message(
+                Message::tool_result(id, "Not run: the caller interrupted."),
+                None,
+            );
+        }
+        if reply.opened && !reply.round_text.trim().is_empty() {
             // Cut short mid-round: keep what was written; the cut trims it to what was heard.
+            // A reply never heard leaves nothing.
             let message = Message::new(Role::Assistant, reply.round_text.trim());
             self.push_message(message, Some(reply.turn));
+        }
+        if !reply.opened {
+            // Words the caller never heard leave the context (tool calls stay).
+            self.cut_to_heard(reply.turn, "");
         }
         if reply.opened {
             io.send(Command::CloseTurn { turn: reply.turn }).await?;
@@ -970,6 +1083,14 @@ impl Call {
         if last {
             info!("too many provider failures: saying goodbye");
             self.ending = true;
+        }
+        let saying_fallback = self
+            .reply
+            .as_ref()
+            .is_some_and(|r| r.source == Source::Offline);
+        if !last && (self.pending_line.is_some() || saying_fallback) {
+            // The caller is already hearing (or about to hear) the fallback line.
+            return Ok(());
         }
         if self.reply.is_some() {
             // What is being said is not what failed (the STT, say): the line follows it.

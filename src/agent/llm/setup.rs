@@ -52,8 +52,10 @@ pub fn build(
     }
     let openai = OpenAiClient::new(hosted.openai.clone()).map(Arc::new);
     let deepgram: Arc<dyn SpeechToText> = Arc::new(DeepgramLive::new(hosted.deepgram.clone()));
+    // Tools' headers may hold secrets: a redirect to another host must not carry them.
     let http = reqwest::Client::builder()
         .connect_timeout(std::time::Duration::from_secs(3))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| SetupError {
             profile: "(all)".into(),

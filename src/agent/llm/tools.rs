@@ -28,6 +28,9 @@ pub struct ToolOutcome {
     pub content: String,
     /// The tool failed (its content says how).
     pub failed: bool,
+    /// For the call record: the tool and what went wrong, never its answer's body (which
+    /// may echo the caller's data).
+    pub note: String,
 }
 
 /// A built-in tool's call.
@@ -101,6 +104,7 @@ pub fn built_in(call: &ToolCall) -> Option<Result<BuiltIn, String>> {
 #[derive(Default)]
 pub struct Run {
     done: Vec<ToolOutcome>,
+    pending_ids: Vec<String>,
     pending: Vec<BoxFuture<'static, ToolOutcome>>,
     filler: Option<String>,
 }
@@ -112,7 +116,13 @@ impl Run {
             call_id: call.id.clone(),
             content,
             failed: false,
+            note: String::new(),
         });
+    }
+
+    /// The ids of the calls still running.
+    pub fn pending_ids(&self) -> Vec<String> {
+        self.pending_ids.clone()
     }
 
     /// `call` of one of the profile's HTTP tools (or of no tool at all).
@@ -122,9 +132,11 @@ impl Run {
                 content: format!("There is no tool named {:?}.", call.name),
                 call_id: call.id,
                 failed: true,
+                note: "the model called a tool the profile does not have".into(),
             });
             return;
         };
+        self.pending_ids.push(call.id.clone());
         if self.filler.is_none() {
             self.filler.clone_from(&tool.filler);
         }
@@ -151,6 +163,13 @@ impl Run {
 async fn invoke(client: reqwest::Client, tool: HttpTool, call: ToolCall) -> ToolOutcome {
     let outcome = |content: String, failed: bool| ToolOutcome {
         call_id: call.id.clone(),
+        note: if failed {
+            // The first sentence only: the reason, not the tool's body.
+            let reason = content.split(": ").next().unwrap_or_default();
+            format!("{}: {reason}", tool.name)
+        } else {
+            String::new()
+        },
         content,
         failed,
     };
@@ -187,12 +206,13 @@ async fn invoke(client: reqwest::Client, tool: HttpTool, call: ToolCall) -> Tool
         Err(_) => return outcome("The tool could not be reached.".into(), true),
     };
     let status = response.status();
-    let body = match tokio::time::timeout(tool.timeout, response.bytes()).await {
-        Ok(Ok(body)) => body,
-        _ => return outcome("The tool's answer did not arrive whole.".into(), true),
-    };
-    let mut text = String::from_utf8_lossy(&body[..body.len().min(MAX_RESULT)]).into_owned();
-    if body.len() > MAX_RESULT {
+    let (body, cut) =
+        match tokio::time::timeout(tool.timeout, read_up_to(response, MAX_RESULT)).await {
+            Ok(Ok(read)) => read,
+            _ => return outcome("The tool's answer did not arrive whole.".into(), true),
+        };
+    let mut text = String::from_utf8_lossy(&body).into_owned();
+    if cut {
         text.push_str(" …(cut)");
     }
     if status.is_success() {
@@ -203,6 +223,23 @@ async fn invoke(client: reqwest::Client, tool: HttpTool, call: ToolCall) -> Tool
             true,
         )
     }
+}
+
+/// At most `max` bytes of `response`'s body, and whether there was more (never reading
+/// more than one chunk past `max`).
+async fn read_up_to(
+    mut response: reqwest::Response,
+    max: usize,
+) -> Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        let room = max - body.len();
+        body.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        if chunk.len() > room {
+            return Ok((body, true));
+        }
+    }
+    Ok((body, false))
 }
 
 fn secs(d: Duration) -> String {

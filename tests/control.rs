@@ -317,7 +317,7 @@ async fn the_api_refuses_bad_requests_clearly_and_never_places_twice() {
     );
     assert_eq!(
         body["error"]["message"],
-        r#"unknown agent "nonsense": the known agents are echo, flow"#
+        r#"unknown agent "nonsense": the known agents are echo, flow, llm"#
     );
     assert!(s.fake.calls().is_empty(), "nothing was placed");
 

@@ -759,7 +759,7 @@ async fn a_trickling_batch_answer_stops_at_the_batch_timeout() {
     let started = Instant::now();
     let error = adapter.transcribe(WAV.to_vec()).await.unwrap_err();
     assert!(
-        matches!(error, ProviderError::Timeout { stage: Stage::Idle, after, .. } if after == Duration::from_millis(400)),
+        matches!(error, ProviderError::Timeout { stage: Stage::Body, after, .. } if after == Duration::from_millis(400)),
         "{error:?}"
     );
     assert!(error.retriable());

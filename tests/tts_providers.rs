@@ -765,7 +765,7 @@ async fn a_transcription_that_never_answers_or_trickles_times_out() {
     let started = Instant::now();
     let error = transcription.transcribe(vec![1, 2, 3]).await.unwrap_err();
     assert!(
-        matches!(error, ProviderError::Timeout { stage: Stage::Idle, after, .. } if after == Duration::from_millis(400)),
+        matches!(error, ProviderError::Timeout { stage: Stage::Body, after, .. } if after == Duration::from_millis(400)),
         "{error:?}"
     );
     assert!(started.elapsed() < Duration::from_secs(3));

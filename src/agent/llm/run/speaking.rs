@@ -4,6 +4,7 @@
 
 use super::*;
 use crate::agent::llm::tools::ToolOutcome;
+use crate::agent::seam::SessionGone;
 use crate::agent::turn::WordTime;
 use crate::audio::g711;
 use crate::providers::api::TtsAudio;
@@ -271,25 +272,42 @@ impl Call {
         let Some(reply) = self.reply.take() else {
             return Ok(());
         };
-        if reply.opened {
-            io.send(Command::CloseTurn { turn: reply.turn }).await?;
-        }
-        if reply.hang_up {
-            self.ending = true;
-            return io
-                .send(Command::HangUp {
-                    reason: "the agent ended the call".into(),
-                })
-                .await;
-        }
-        if let Some((text, hang_up)) = self.pending_line.take() {
-            self.say_offline(io, text, hang_up);
+        if !self
+            .close_reply(io, reply.opened.then_some(reply.turn), reply.hang_up)
+            .await?
+        {
             return Ok(());
         }
         if std::mem::take(&mut self.answer_after) && !self.heard.trim().is_empty() {
             return self.answer_now(io).await;
         }
         Ok(())
+    }
+
+    /// A reply is over (done or cancelled): its turn closes, then the hang-up it carried or
+    /// the line that waited for it. True when nothing follows it yet.
+    async fn close_reply(
+        &mut self,
+        io: &mut AgentIo,
+        opened: Option<u64>,
+        hang_up: bool,
+    ) -> Result<bool, SessionGone> {
+        if let Some(turn) = opened {
+            io.send(Command::CloseTurn { turn }).await?;
+        }
+        if hang_up {
+            self.ending = true;
+            io.send(Command::HangUp {
+                reason: "the agent ended the call".into(),
+            })
+            .await?;
+            return Ok(false);
+        }
+        if let Some((text, hang_up)) = self.pending_line.take() {
+            self.say_offline(io, text, hang_up);
+            return Ok(false);
+        }
+        Ok(true)
     }
 
     /// Barge-in: drop the reply (each provider cancels on the wire); the STT stays open.
@@ -304,31 +322,17 @@ impl Call {
                 None,
             );
         }
-        if reply.opened && !reply.round_text.trim().is_empty() {
-            // Cut short mid-round: keep what was written; the cut trims it to what was heard.
-            // A reply never heard leaves nothing.
-            let message = Message::new(Role::Assistant, reply.round_text.trim());
-            self.push_message(message, Some(reply.turn));
-        }
         if !reply.opened {
             // Words the caller never heard leave the context (tool calls stay).
             self.cut_to_heard(reply.turn, "");
-        }
-        if reply.opened {
-            io.send(Command::CloseTurn { turn: reply.turn }).await?;
-        }
-        if reply.hang_up {
-            self.ending = true;
-            return io
-                .send(Command::HangUp {
-                    reason: "the agent ended the call".into(),
-                })
-                .await;
+        } else if !reply.round_text.trim().is_empty() {
+            // Cut short mid-round: keep what was written; the cut trims it to what was heard.
+            let message = Message::new(Role::Assistant, reply.round_text.trim());
+            self.push_message(message, Some(reply.turn));
         }
         // A line that was waiting for this reply is not dropped with it.
-        if let Some((text, hang_up)) = self.pending_line.take() {
-            self.say_offline(io, text, hang_up);
-        }
+        self.close_reply(io, reply.opened.then_some(reply.turn), reply.hang_up)
+            .await?;
         Ok(())
     }
 

@@ -14,6 +14,8 @@ mod common;
 mod fake_deepgram;
 #[path = "common/fake_elevenlabs.rs"]
 mod fake_elevenlabs;
+#[path = "common/fake_openai_audio.rs"]
+mod fake_openai_audio;
 #[path = "common/fake_openai_chat.rs"]
 mod fake_openai_chat;
 
@@ -22,6 +24,7 @@ use std::time::Duration;
 use common::TestServer;
 use fake_deepgram::{FakeDeepgram, LiveScript, results};
 use fake_elevenlabs::{FakeChunk, FakeElevenLabs, Script};
+use fake_openai_audio::{FakeAudio, Speech};
 use fake_openai_chat::{Answer, FakeChat, Piece};
 use voxgate::sim::record::{ApiToken, ServerRecord, fetch_record};
 use voxgate::sim::{CallReport, CallerStep, HungUpBy, SimConfig, run_call};
@@ -60,15 +63,22 @@ fn voice(text: &'static str) -> Script {
         }],
         gap: Duration::from_millis(20),
         snake_case: false,
+        first_after: Duration::ZERO,
     }
 }
 
 /// Deepgram that answers each `Finalize` with `words`.
 async fn deepgram_hearing(words: &str) -> FakeDeepgram {
+    deepgram_hearing_after(words, Duration::ZERO).await
+}
+
+/// Deepgram that answers each `Finalize` with `words`, `delay` after it.
+async fn deepgram_hearing_after(words: &str, delay: Duration) -> FakeDeepgram {
     let heard = results(words, 0.0, 1.0, true, true, true, &[]);
     FakeDeepgram::start(
         LiveScript {
             on_finalize: Some(heard),
+            finalize_after: delay,
             ..LiveScript::default()
         },
         Vec::new(),
@@ -436,6 +446,152 @@ async fn a_barge_in_cancels_the_model_and_the_voice_on_the_wire_and_the_context_
     assert!(fakes.deepgram.socket(1).is_none(), "the STT was reopened");
 }
 
+/// A profile whose voice is OpenAI's `/audio/speech` (24 kHz PCM, resampled to the phone).
+const OPENAI_VOICE_PROFILE: &str = r#"
+name = "ava"
+system_prompt = "You are Ava."
+first_message = "Hi, this is Ava."
+fallback_line = "Sorry, I missed that."
+[llm]
+model = "fake-model"
+[tts]
+provider = "openai"
+model = "gpt-4o-mini-tts"
+voice = "coral"
+"#;
+
+/// One OpenAI-compatible server on one address, as a profile sees it (one base URL):
+/// the chat fake's routes beside the audio fake's.
+async fn openai_server(answers: Vec<Answer>, speech: Vec<Speech>) -> (FakeChat, FakeAudio) {
+    let (mut chat, chat_routes) = FakeChat::routes(answers);
+    let (mut audio, audio_routes) = FakeAudio::routes(speech, Vec::new());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base_url = format!("http://{}/v1", listener.local_addr().unwrap());
+    let app = chat_routes.merge(audio_routes);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    chat.base_url.clone_from(&base_url);
+    audio.base_url = base_url;
+    (chat, audio)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openai_speech_voices_the_agent_resampled_to_the_phone_and_a_barge_in_drops_its_request() {
+    let (chat, audio) = openai_server(
+        vec![
+            Answer::Stream(vec![
+                Piece::Text("Our spring offer is great. "),
+                Piece::Text(
+                    "Every customer who books before the end of the month gets a free inspection. ",
+                ),
+                Piece::Wait(Duration::from_secs(20)),
+            ]),
+            Answer::Stream(vec![
+                Piece::Text("Sure."),
+                Piece::Tool {
+                    id: "call_1",
+                    name: "end_call",
+                    arguments: "{}".into(),
+                },
+            ]),
+        ],
+        // About twice real time: each answer is still arriving while it plays.
+        vec![Speech::Pcm {
+            ms_per_char: 100,
+            gap: Duration::from_millis(10),
+        }],
+    )
+    .await;
+    let fakes = Fakes {
+        deepgram: deepgram_hearing("Tell me about the offer.").await,
+        chat,
+        voice: FakeElevenLabs::start(vec![Script::Silent]).await,
+    };
+    let server = server(&fakes, OPENAI_VOICE_PROFILE).await;
+    let (report, record) = call(
+        &server,
+        vec![
+            wait_agent(),
+            CallerStep::Audio(common::utterance(1)),
+            CallerStep::UntilAgentHeard {
+                then: Duration::from_millis(1_500),
+            },
+            CallerStep::Audio(common::utterance(2)),
+            CallerStep::WaitHangup {
+                timeout: Duration::from_secs(20),
+            },
+        ],
+    )
+    .await;
+
+    // Every line was asked of OpenAI's speech endpoint as §4 says, in the profile's voice.
+    let speech = audio.speech_seen();
+    assert!(!speech.is_empty(), "no speech request");
+    for seen in &speech {
+        assert!(seen.problems.is_empty(), "{:?}", seen.problems);
+        assert_eq!(seen.body["model"], "gpt-4o-mini-tts");
+        assert_eq!(seen.body["voice"], "coral");
+        assert_eq!(
+            seen.authorization.as_deref(),
+            Some(format!("Bearer {OPENAI_KEY}").as_str())
+        );
+    }
+    assert_eq!(speech[0].body["input"], "Hi, this is Ava.");
+    assert!(
+        fakes.voice.seen().is_empty(),
+        "ElevenLabs was used for an OpenAI voice"
+    );
+    // The caller heard the first line whole: 16 characters × 100 ms of audio, at 8 kHz.
+    let first_line = record
+        .transcript
+        .iter()
+        .find(|l| l.speaker.as_deref() == Some("agent"))
+        .expect("the first line");
+    assert_eq!(first_line.text.as_deref(), Some("Hi, this is Ava."));
+    assert_eq!(first_line.interrupted, Some(false));
+    let voiced = report.heard.iter().filter(|s| s.abs() > 64).count();
+    assert!(
+        voiced >= 16 * 100 * 8 * 9 / 10,
+        "the caller heard {voiced} voiced samples"
+    );
+    assert_eq!(report.gaps.count, 0, "gaps in the agent's audio");
+
+    // The barge-in dropped the speech request still streaming.
+    let journal = server
+        .journal(&report.call_uuid)
+        .expect("the call's journal");
+    let barge_in = journal
+        .entries()
+        .iter()
+        .find(|e| matches!(e.event, voxgate::session::journal::Event::BargeIn { .. }))
+        .map(|e| e.at)
+        .unwrap_or_else(|| panic!("no barge-in: {record:#?}"));
+    let speech = audio.speech_seen();
+    for seen in &speech {
+        println!(
+            "{:?}: {} samples, cancelled {:?} ms after the barge-in",
+            seen.body["input"],
+            seen.samples.len(),
+            seen.cancelled_at.map(
+                |at| at.saturating_duration_since(barge_in).as_secs_f64() * 1e3
+                    - barge_in.saturating_duration_since(at).as_secs_f64() * 1e3
+            )
+        );
+    }
+    let cancelled = speech
+        .iter()
+        .filter_map(|s| s.cancelled_at)
+        .next()
+        .unwrap_or_else(|| panic!("no speech request was dropped: {speech:#?}"));
+    assert!(cancelled >= barge_in);
+    let cancel_ms = cancelled.duration_since(barge_in).as_secs_f64() * 1e3;
+    println!("barge-in → speech request dropped {cancel_ms:.1} ms");
+    assert!(
+        cancel_ms < 50.0,
+        "dropped {cancel_ms:.1} ms after the barge-in"
+    );
+    assert_eq!(record.hung_up_by.as_deref(), Some("agent"));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failing_model_costs_a_fallback_line_then_goodbye_not_a_hung_call() {
     let fakes = Fakes {
@@ -545,17 +701,31 @@ async fn when_the_voice_fails_the_fallback_line_is_still_spoken_offline() {
 
 /// The model's time to its first token, injected by the chat fake.
 const MODEL_DELAY_MS: f64 = 300.0;
+/// Speech recognition's time from `Finalize` to its final words, injected by the Deepgram
+/// fake.
+const STT_DELAY_MS: f64 = 150.0;
+/// The voice's time from its text to its first audio, injected by the ElevenLabs fake.
+const TTS_DELAY_MS: f64 = 200.0;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_small() {
     let fakes = Fakes {
-        deepgram: deepgram_hearing("Hello.").await,
+        deepgram: deepgram_hearing_after("Hello.", ms(STT_DELAY_MS)).await,
         chat: FakeChat::start(vec![Answer::Stream(vec![
-            Piece::Wait(Duration::from_millis(MODEL_DELAY_MS as u64)),
+            Piece::Wait(ms(MODEL_DELAY_MS)),
             Piece::Text("OK."),
         ])])
         .await,
-        voice: FakeElevenLabs::start(vec![voice("OK.")]).await,
+        voice: FakeElevenLabs::start(vec![Script::Speak {
+            chunks: vec![FakeChunk {
+                text: "OK.",
+                ms_per_char: 40,
+            }],
+            gap: Duration::from_millis(20),
+            snake_case: false,
+            first_after: ms(TTS_DELAY_MS),
+        }])
+        .await,
     };
     let server = server(&fakes, PROFILE).await;
     // 20 calls at once, 5 caller turns each: 100 answered turns.
@@ -575,7 +745,9 @@ async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_sm
         .collect();
     let done = futures_util::future::join_all(calls).await;
 
+    let mut stt_ms = Vec::new();
     let mut model_ms = Vec::new();
+    let mut tts_ms = Vec::new();
     let mut gateway_ms = Vec::new();
     for (report, record) in &done {
         assert_eq!(report.gaps.count, 0, "gaps in the agent's audio");
@@ -584,13 +756,20 @@ async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_sm
             let end_of_turn = turn
                 .stage(Stage::EndOfTurn)
                 .expect("the end of turn is timed");
-            let ready = turn
+            let stt_final = turn
                 .stage(Stage::SttFinal)
-                .map_or(end_of_turn, |f| f.max(end_of_turn));
+                .expect("the final words are timed");
             let decided = turn
                 .stage(Stage::Decided)
                 .expect("the first token is timed");
-            model_ms.push(decided - ready);
+            let first_audio = turn
+                .stage(Stage::FirstTtsAudio)
+                .expect("the first audio is timed");
+            // `Finalize` goes out at the end of turn; the model is asked on its reply; the
+            // voice gets the first clause with the first token.
+            stt_ms.push(stt_final - end_of_turn);
+            model_ms.push(decided - stt_final.max(end_of_turn));
+            tts_ms.push(first_audio - decided);
             gateway_ms.push(
                 turn.stage(Stage::Gateway)
                     .expect("the gateway share is timed"),
@@ -598,30 +777,48 @@ async fn each_providers_delay_lands_in_its_stage_and_the_gateways_share_stays_sm
         }
     }
     assert!(model_ms.len() >= 100, "{} answered turns", model_ms.len());
-    gateway_ms.sort_by(f64::total_cmp);
-    model_ms.sort_by(f64::total_cmp);
     let p = |v: &[f64], q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+    for v in [&mut stt_ms, &mut model_ms, &mut tts_ms, &mut gateway_ms] {
+        v.sort_by(f64::total_cmp);
+    }
+    let stages = [
+        ("speech recognition", &stt_ms, STT_DELAY_MS),
+        ("model", &model_ms, MODEL_DELAY_MS),
+        ("voice", &tts_ms, TTS_DELAY_MS),
+    ];
+    for (name, v, injected) in stages {
+        println!(
+            "{} turns: {name} stage p50 {:.1} / p99 {:.1} / max {:.1} ms (injected {injected})",
+            v.len(),
+            p(v, 0.5),
+            p(v, 0.99),
+            v[v.len() - 1],
+        );
+    }
     println!(
-        "{} turns: model stage p50 {:.1} / max {:.1} ms (injected {MODEL_DELAY_MS}); gateway share p50 {:.1} / p99 {:.1} / max {:.1} ms",
-        model_ms.len(),
-        p(&model_ms, 0.5),
-        model_ms[model_ms.len() - 1],
+        "gateway share p50 {:.1} / p99 {:.1} / max {:.1} ms",
         p(&gateway_ms, 0.5),
         p(&gateway_ms, 0.99),
         gateway_ms[gateway_ms.len() - 1]
     );
     // Twenty calls, their fakes and their callers share this test's two threads: the
     // middle of the spread is the stage, the tail is the box's scheduling.
-    let median = p(&model_ms, 0.5);
-    assert!(
-        (median - MODEL_DELAY_MS).abs() <= 20.0,
-        "the model's stage was {median:.1} ms (median) for an injected {MODEL_DELAY_MS} ms"
-    );
+    for (name, v, injected) in stages {
+        let median = p(v, 0.5);
+        assert!(
+            (median - injected).abs() <= 20.0,
+            "the {name} stage was {median:.1} ms (median) for an injected {injected} ms"
+        );
+    }
     assert!(
         p(&gateway_ms, 0.99) <= 10.0,
         "gateway share p99 {:.1} ms",
         p(&gateway_ms, 0.99)
     );
+}
+
+fn ms(ms: f64) -> Duration {
+    Duration::from_secs_f64(ms / 1e3)
 }
 
 /// A loopback HTTP tool: answers `{"free":true}` after 400 ms, keeping what it was sent.

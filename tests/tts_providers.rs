@@ -121,6 +121,7 @@ async fn elevenlabs_passes_the_phones_bytes_through_with_timed_words() {
         ],
         gap: Duration::from_millis(20),
         snake_case: false,
+        first_after: Duration::ZERO,
     }])
     .await;
     let tts = elevenlabs(&fake, RawTimeouts::default());
@@ -196,6 +197,7 @@ async fn elevenlabs_accepts_snake_case_final_and_alignment() {
         }],
         gap: Duration::ZERO,
         snake_case: true,
+        first_after: Duration::ZERO,
     }])
     .await;
     let stream = elevenlabs(&fake, RawTimeouts::default())
@@ -228,6 +230,7 @@ async fn dropping_an_elevenlabs_stream_closes_its_socket_at_once() {
         ],
         gap: Duration::from_millis(100),
         snake_case: false,
+        first_after: Duration::ZERO,
     }])
     .await;
     let mut stream = elevenlabs(&fake, RawTimeouts::default())
@@ -396,6 +399,7 @@ async fn a_short_first_clause_then_a_slow_llm_is_no_timeout() {
         ],
         gap: Duration::ZERO,
         snake_case: false,
+        first_after: Duration::ZERO,
     }])
     .await;
     let timeouts = RawTimeouts {
@@ -443,6 +447,7 @@ async fn elevenlabs_silence_is_a_first_byte_then_an_idle_timeout() {
             ],
             gap: Duration::from_secs(30),
             snake_case: false,
+            first_after: Duration::ZERO,
         },
     ])
     .await;

@@ -511,7 +511,10 @@ impl Conversation {
             );
         }
         info!(?cut_turns, "cleared the agent's audio");
-        self.journal.record(Journaled::BargeIn { cut_turns });
+        // Stamped with the decision's instant: the agent may hear of the cut (and cancel
+        // its providers) before this line runs.
+        self.journal
+            .record_at(now, Journaled::BargeIn { cut_turns });
     }
 
     /// Settles `turn` in the book and tells the agent how it ended.

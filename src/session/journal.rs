@@ -121,12 +121,15 @@ pub struct Journal {
 impl Journal {
     /// Records `event` now.
     pub fn record(&self, event: Event) {
+        self.record_at(Instant::now(), event);
+    }
+
+    /// Records `event` as having happened at `at` (a decision whose consequences were
+    /// journaled or sent before the decision itself could be).
+    pub fn record_at(&self, at: Instant, event: Event) {
         let mut guard = self.entries.lock().unwrap_or_else(|p| p.into_inner());
         if guard.0.len() < MAX_ENTRIES {
-            guard.0.push(Entry {
-                at: Instant::now(),
-                event,
-            });
+            guard.0.push(Entry { at, event });
         } else {
             guard.1 += 1;
         }

@@ -54,6 +54,8 @@ pub struct LiveScript {
     pub steps: Vec<Step>,
     /// The reply to each `Finalize` (none: no reply).
     pub on_finalize: Option<Value>,
+    /// How long after each `Finalize` its reply is sent (the recognizer's own time).
+    pub finalize_after: Duration,
     /// Sent after `CloseStream`, before `Metadata` and the close.
     pub on_close_stream: Vec<Value>,
     /// Refuse the upgrade with this status and an error body quoting the `Authorization`
@@ -309,6 +311,8 @@ async fn session(
         .map(|every| tokio::time::Instant::now() + every);
     let mut frames = 0usize;
     let mut wake: Option<tokio::time::Instant> = None;
+    // Replies to `Finalize` not sent yet, each with when it is due.
+    let mut replies: VecDeque<(tokio::time::Instant, Value)> = VecDeque::new();
     loop {
         // Run every step that can run now.
         while let Some(step) = steps.front().cloned() {
@@ -354,8 +358,20 @@ async fn session(
                 None => std::future::pending().await,
             }
         };
+        let reply = async {
+            match replies.front() {
+                Some((at, _)) => tokio::time::sleep_until(*at).await,
+                None => std::future::pending().await,
+            }
+        };
         let message = tokio::select! {
             () = sleep => continue,
+            () = reply => {
+                if let Some((_, value)) = replies.pop_front() {
+                    let _ = socket.send(text(&value)).await;
+                }
+                continue;
+            }
             () = ping => {
                 next_ping = script.ping_every.map(|every| tokio::time::Instant::now() + every);
                 if socket.send(Message::Ping(Bytes::from_static(b"fake"))).await.is_err() {
@@ -392,10 +408,15 @@ async fn session(
                 match kind.as_deref() {
                     Some("Finalize") => {
                         if let Some(reply) = &script.on_finalize {
-                            let _ = socket.send(text(reply)).await;
+                            let due = tokio::time::Instant::now() + script.finalize_after;
+                            replies.push_back((due, reply.clone()));
                         }
                     }
                     Some("CloseStream") if !script.ignore_close_stream => {
+                        // What a Finalize asked for comes before the stream's end.
+                        for (_, value) in replies.drain(..) {
+                            let _ = socket.send(text(&value)).await;
+                        }
                         for value in &script.on_close_stream {
                             let _ = socket.send(text(value)).await;
                         }

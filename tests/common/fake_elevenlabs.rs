@@ -48,10 +48,13 @@ pub enum Script {
     /// input sends all the rest, `gap` apart (the first of each generation at once); once
     /// all are sent and the input has ended, the final message and a normal close.
     /// `snake_case` sends `is_final` and `normalized_alignment` (no `alignment`) instead.
+    /// The connection's first audio comes `first_after` after the text that asked for it
+    /// (the voice's own time to first audio).
     Speak {
         chunks: Vec<FakeChunk>,
         gap: Duration,
         snake_case: bool,
+        first_after: Duration,
     },
     /// Refuse the upgrade with this status and JSON body.
     Refuse(u16, Value),
@@ -321,13 +324,19 @@ impl Connection {
     }
 
     async fn run(mut self, mut socket: WebSocket) {
-        let (mut chunks, gap, snake_case) = match &self.script {
+        let (mut chunks, gap, snake_case, mut first_after) = match &self.script {
             Script::Speak {
                 chunks,
                 gap,
                 snake_case,
-            } => (VecDeque::from(chunks.clone()), *gap, *snake_case),
-            _ => (VecDeque::new(), Duration::ZERO, false),
+                first_after,
+            } => (
+                VecDeque::from(chunks.clone()),
+                *gap,
+                *snake_case,
+                *first_after,
+            ),
+            _ => (VecDeque::new(), Duration::ZERO, false, Duration::ZERO),
         };
         // Chunks generated and not sent yet, each with when it is due.
         let mut due: VecDeque<(tokio::time::Instant, FakeChunk)> = VecDeque::new();
@@ -367,6 +376,9 @@ impl Connection {
                         };
                         let now = tokio::time::Instant::now();
                         let mut at = due.back().map_or(now, |(last, _)| (*last).max(now));
+                        if take > 0 {
+                            at += std::mem::take(&mut first_after);
+                        }
                         for (i, chunk) in chunks.drain(..take.min(chunks.len())).enumerate() {
                             if i > 0 {
                                 at += gap;

@@ -126,6 +126,17 @@ pub struct FakeAudio {
 impl FakeAudio {
     /// Starts the fake with its speech and transcription scripts.
     pub async fn start(speech: Vec<Speech>, transcriptions: Vec<Transcription>) -> Self {
+        let (mut fake, app) = Self::routes(speech, transcriptions);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        fake.base_url = format!("http://{addr}/v1");
+        fake
+    }
+
+    /// The fake and its routes, not yet served (`base_url` empty): to serve them beside
+    /// another fake's on one address, as one OpenAI-compatible server.
+    pub fn routes(speech: Vec<Speech>, transcriptions: Vec<Transcription>) -> (Self, Router) {
         let shared = Arc::new(Mutex::new(Shared {
             speech: speech.into(),
             transcriptions: transcriptions.into(),
@@ -135,13 +146,11 @@ impl FakeAudio {
             .route("/v1/audio/speech", post(speak))
             .route("/v1/audio/transcriptions", post(transcribe))
             .with_state(Arc::clone(&shared));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            base_url: format!("http://{addr}/v1"),
+        let fake = Self {
+            base_url: String::new(),
             shared,
-        }
+        };
+        (fake, app)
     }
 
     /// Every speech request so far.

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use fake_openai_chat::{Answer, FakeChat, Piece};
 use futures_util::StreamExt;
 use voxgate::providers::api::{
-    Chat, ChatEvent, ChatRequest, FinishReason, Message, ProviderError, RawTimeouts, Role, Stage,
-    Tool, ToolCall,
+    AnswerSchema, Chat, ChatEvent, ChatRequest, FinishReason, Message, ProviderError, RawTimeouts,
+    Role, Stage, Tool, ToolCall,
 };
 use voxgate::providers::openai::chat::OpenAiChat;
 use voxgate::providers::openai::{OpenAiClient, RawOpenAi};
@@ -334,4 +334,66 @@ async fn dropping_the_stream_closes_the_connection_at_once() {
         after < Duration::from_millis(50),
         "cancel seen {after:?} after the drop"
     );
+}
+
+#[tokio::test]
+async fn a_structured_answer_comes_whole_without_streaming_in_the_schemas_shape() {
+    let fake = FakeChat::start(vec![Answer::Stream(vec![
+        Piece::Text("{\"city\":\"Lyon\","),
+        Piece::Text("\"confidence\":0.8}"),
+    ])])
+    .await;
+    let schema = serde_json::json!({
+        "type": "object",
+        "properties": {"city": {"type": ["string", "null"]}, "confidence": {"type": "number"}},
+        "required": ["city", "confidence"],
+        "additionalProperties": false
+    });
+    let request = ChatRequest {
+        answer_schema: Some(AnswerSchema {
+            name: "call_facts".into(),
+            schema: schema.clone(),
+            strict: true,
+        }),
+        ..request("The caller lives in Lyon.")
+    };
+    let answer = chat_for(&fake).complete(request).await.expect("an answer");
+    assert_eq!(answer.text, r#"{"city":"Lyon","confidence":0.8}"#);
+    assert_eq!(answer.finish, FinishReason::Stop);
+
+    let seen = fake.seen();
+    assert_eq!(seen.len(), 1);
+    assert!(seen[0].problems.is_empty(), "{:?}", seen[0].problems);
+    // Not streamed (some servers take structured output only whole), the schema as §3
+    // shows it, the key in the header.
+    assert_ne!(seen[0].body["stream"], true);
+    assert_eq!(seen[0].body["response_format"]["type"], "json_schema");
+    assert_eq!(
+        seen[0].body["response_format"]["json_schema"]["schema"],
+        schema
+    );
+    assert_eq!(
+        seen[0].authorization.as_deref(),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+
+    // An error answer is an error with the server's words, not an empty answer.
+    let failing = FakeChat::start(vec![Answer::Status(503, "overloaded")]).await;
+    let error = chat_for(&failing)
+        .complete(request_with_schema())
+        .await
+        .unwrap_err();
+    assert!(error.to_string().contains("overloaded"), "{error}");
+    assert!(error.retriable());
+}
+
+fn request_with_schema() -> ChatRequest {
+    ChatRequest {
+        answer_schema: Some(AnswerSchema {
+            name: "facts".into(),
+            schema: serde_json::json!({"type": "object", "properties": {}, "additionalProperties": false}),
+            strict: true,
+        }),
+        ..request("Extract.")
+    }
 }

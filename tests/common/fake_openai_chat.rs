@@ -79,6 +79,9 @@ pub struct Seen {
     pub authorization: Option<String>,
     /// When the client dropped the connection before the finish chunk was sent.
     pub cancelled_at: Option<Instant>,
+    /// Rules of §3 the request broke (structured output: the name's pattern, a strict
+    /// schema whose objects do not require every property or allow others).
+    pub problems: Vec<String>,
 }
 
 #[derive(Default)]
@@ -98,6 +101,17 @@ pub struct FakeChat {
 impl FakeChat {
     /// Starts the fake with its script.
     pub async fn start(answers: Vec<Answer>) -> Self {
+        let (mut fake, app) = Self::routes(answers);
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        fake.base_url = format!("http://{addr}/v1");
+        fake
+    }
+
+    /// The fake and its routes, not yet served (`base_url` empty): to serve them beside
+    /// another fake's on one address, as one OpenAI-compatible server.
+    pub fn routes(answers: Vec<Answer>) -> (Self, Router) {
         let shared = Arc::new(Mutex::new(Shared {
             answers: answers.into(),
             ..Shared::default()
@@ -105,13 +119,11 @@ impl FakeChat {
         let app = Router::new()
             .route("/v1/chat/completions", post(complete))
             .with_state(Arc::clone(&shared));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
-        Self {
-            base_url: format!("http://{addr}/v1"),
+        let fake = Self {
+            base_url: String::new(),
             shared,
-        }
+        };
+        (fake, app)
     }
 
     /// Every request so far.
@@ -174,11 +186,13 @@ async fn complete(
                 .and_then(|v| v.to_str().ok())
                 .map(str::to_owned),
             cancelled_at: None,
+            problems: response_format_problems(&body),
         });
         (answer, shared.seen.len() - 1)
     };
-    if body.get("stream") != Some(&Value::Bool(true)) {
-        return (StatusCode::BAD_REQUEST, "the fake only streams").into_response();
+    let streamed = body.get("stream") == Some(&Value::Bool(true));
+    if let (false, Answer::Stream(pieces)) = (streamed, &answer) {
+        return whole(pieces.clone()).await;
     }
     let pieces = match answer {
         Answer::Status(status, message) => {
@@ -317,4 +331,105 @@ fn tokio_stream_from(
     mut rx: tokio::sync::mpsc::Receiver<Result<Bytes, std::io::Error>>,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> {
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+/// A `stream: false` answer (§3): one `chat.completion` with the pieces' text and tool
+/// calls in `choices[0].message`, after the pieces' waits.
+async fn whole(pieces: Vec<Piece>) -> Response {
+    let mut text = String::new();
+    let mut calls = Vec::new();
+    for piece in pieces {
+        match piece {
+            Piece::Wait(wait) => tokio::time::sleep(wait).await,
+            Piece::Text(t) => text.push_str(t),
+            Piece::Tool {
+                id,
+                name,
+                arguments,
+            } => calls.push(json!({"id": id, "type": "function",
+                "function": {"name": name, "arguments": arguments}})),
+            Piece::Error(message) => {
+                let body = json!({"error": {"message": message, "type": "server_error"}});
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+            }
+            Piece::Stall => std::future::pending::<()>().await,
+            Piece::Cut => {
+                return (StatusCode::OK, "{\"choices\": [{\"mess").into_response();
+            }
+            Piece::NameFlood { .. } | Piece::Finish(_) => {}
+        }
+    }
+    let finish = if calls.is_empty() {
+        "stop"
+    } else {
+        "tool_calls"
+    };
+    let mut message = json!({"role": "assistant", "content": text, "refusal": null});
+    if !calls.is_empty() {
+        message["tool_calls"] = Value::Array(calls);
+    }
+    axum::Json(json!({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 1, "model": "fake",
+        "choices": [{"index": 0, "message": message, "logprobs": null, "finish_reason": finish}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": 5, "total_tokens": 17}
+    }))
+    .into_response()
+}
+
+/// What a request's `response_format` breaks of §3's rules for structured output.
+fn response_format_problems(body: &Value) -> Vec<String> {
+    let mut problems = Vec::new();
+    let Some(format) = body.get("response_format") else {
+        return problems;
+    };
+    match format.get("type").and_then(Value::as_str) {
+        Some("json_schema") => {}
+        Some("json_object" | "text") => return problems,
+        other => {
+            problems.push(format!("response_format.type {other:?}"));
+            return problems;
+        }
+    }
+    let spec = &format["json_schema"];
+    let name = spec.get("name").and_then(Value::as_str).unwrap_or("");
+    if name.is_empty()
+        || name.len() > 64
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+    {
+        problems.push(format!("json_schema.name {name:?}"));
+    }
+    let Some(schema) = spec.get("schema").filter(|s| s.is_object()) else {
+        problems.push("json_schema.schema is not an object".into());
+        return problems;
+    };
+    if spec.get("strict") == Some(&Value::Bool(true)) {
+        strict_problems(schema, "$", &mut problems);
+    }
+    problems
+}
+
+/// Under `strict`, every object lists all its properties in `required` and sets
+/// `additionalProperties: false`.
+fn strict_problems(schema: &Value, at: &str, problems: &mut Vec<String>) {
+    if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+        if schema.get("additionalProperties") != Some(&Value::Bool(false)) {
+            problems.push(format!("{at}: additionalProperties is not false"));
+        }
+        let required: Vec<&str> = schema
+            .get("required")
+            .and_then(Value::as_array)
+            .map(|r| r.iter().filter_map(Value::as_str).collect())
+            .unwrap_or_default();
+        for (name, property) in properties {
+            if !required.contains(&name.as_str()) {
+                problems.push(format!("{at}.{name} is not required"));
+            }
+            strict_problems(property, &format!("{at}.{name}"), problems);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        strict_problems(items, &format!("{at}[]"), problems);
+    }
 }

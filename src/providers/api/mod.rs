@@ -344,6 +344,31 @@ pub struct ChatRequest {
     pub temperature: Option<f32>,
     /// Most tokens to write, if set.
     pub max_tokens: Option<u32>,
+    /// The answer must be JSON matching this schema (structured output), if set.
+    pub answer_schema: Option<AnswerSchema>,
+}
+
+/// A JSON schema the answer must match (OpenAI's `response_format: json_schema`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AnswerSchema {
+    /// Its name (`[a-zA-Z0-9_-]{1,64}`).
+    pub name: String,
+    /// The schema. With `strict`, every property is required and objects have
+    /// `additionalProperties: false`.
+    pub schema: serde_json::Value,
+    /// Ask the server to constrain the answer to the schema (where it can).
+    pub strict: bool,
+}
+
+/// A whole answer ([`Chat::complete`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChatAnswer {
+    /// Its text (with an [`AnswerSchema`], the JSON).
+    pub text: String,
+    /// Tool calls it made.
+    pub tool_calls: Vec<ToolCall>,
+    /// Why it stopped.
+    pub finish: FinishReason,
 }
 
 /// Why a completion stopped.
@@ -382,6 +407,33 @@ pub trait Chat: Send + Sync + 'static {
     fn name(&self) -> &'static str;
     /// Starts a completion; returns once the answer's headers arrived.
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream, ProviderError>;
+
+    /// The whole answer at once, for work nobody listens to live (post-call summaries
+    /// and extraction; some servers take structured output only without streaming). By
+    /// default the stream, collected.
+    async fn complete(&self, request: ChatRequest) -> Result<ChatAnswer, ProviderError> {
+        use futures_util::StreamExt as _;
+        let mut stream = self.stream(request).await?;
+        let mut answer = ChatAnswer {
+            text: String::new(),
+            tool_calls: Vec::new(),
+            finish: FinishReason::Other("no end".into()),
+        };
+        while let Some(event) = stream.next().await {
+            match event? {
+                ChatEvent::Text(text) => answer.text.push_str(&text),
+                ChatEvent::ToolCall(call) => answer.tool_calls.push(call),
+                ChatEvent::Done(finish) => {
+                    answer.finish = finish;
+                    return Ok(answer);
+                }
+            }
+        }
+        Err(ProviderError::Protocol {
+            provider: self.name(),
+            reason: "the answer ended without finishing".into(),
+        })
+    }
 }
 
 // ----- text to speech -------------------------------------------------------------------

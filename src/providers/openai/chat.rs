@@ -29,7 +29,8 @@ use super::sse::SseReader;
 use super::{OpenAiClient, PROVIDER};
 use crate::providers::api::http::{count_error, count_ok};
 use crate::providers::api::{
-    Chat, ChatEvent, ChatRequest, ChatStream, FinishReason, Message, ProviderError, Tool, ToolCall,
+    Chat, ChatAnswer, ChatEvent, ChatRequest, ChatStream, FinishReason, Message, ProviderError,
+    Tool, ToolCall,
 };
 use crate::telemetry;
 
@@ -63,8 +64,12 @@ impl Chat for OpenAiChat {
         PROVIDER
     }
 
+    async fn complete(&self, request: ChatRequest) -> Result<ChatAnswer, ProviderError> {
+        super::complete::complete(&self.client, &self.model, &request).await
+    }
+
     async fn stream(&self, request: ChatRequest) -> Result<ChatStream, ProviderError> {
-        let body = WireRequest::new(&self.model, &request);
+        let body = WireRequest::new(&self.model, &request, true);
         let response = self
             .client
             .send(self.client.post("chat/completions").json(&body), "chat")
@@ -114,7 +119,7 @@ impl Chat for OpenAiChat {
 // ----- the request ----------------------------------------------------------------------
 
 #[derive(Serialize)]
-struct WireRequest<'a> {
+pub(super) struct WireRequest<'a> {
     model: &'a str,
     messages: Vec<WireMessage<'a>>,
     stream: bool,
@@ -124,6 +129,22 @@ struct WireRequest<'a> {
     temperature: Option<f32>,
     #[serde(skip_serializing_if = "Option::is_none")]
     max_tokens: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_format: Option<WireResponseFormat<'a>>,
+}
+
+/// `{"type":"json_schema","json_schema":{name, schema, strict}}`.
+#[derive(Serialize)]
+struct WireResponseFormat<'a> {
+    r#type: &'static str,
+    json_schema: WireSchema<'a>,
+}
+
+#[derive(Serialize)]
+struct WireSchema<'a> {
+    name: &'a str,
+    schema: &'a Value,
+    strict: bool,
 }
 
 #[derive(Serialize)]
@@ -163,14 +184,26 @@ struct WireFunction<'a> {
 }
 
 impl<'a> WireRequest<'a> {
-    fn new(model: &'a str, request: &'a ChatRequest) -> Self {
+    /// The body of `request` to `model`, streamed or whole.
+    pub(super) fn new(model: &'a str, request: &'a ChatRequest, stream: bool) -> Self {
         Self {
             model,
             messages: request.messages.iter().map(WireMessage::new).collect(),
-            stream: true,
+            stream,
             tools: request.tools.iter().map(WireTool::new).collect(),
             temperature: request.temperature,
             max_tokens: request.max_tokens,
+            response_format: request
+                .answer_schema
+                .as_ref()
+                .map(|schema| WireResponseFormat {
+                    r#type: "json_schema",
+                    json_schema: WireSchema {
+                        name: &schema.name,
+                        schema: &schema.schema,
+                        strict: schema.strict,
+                    },
+                }),
         }
     }
 }
@@ -442,15 +475,19 @@ impl ChatDecoder {
                 arguments: call.arguments,
             })));
         }
-        let reason = match reason {
-            None | Some("stop") => FinishReason::Stop,
-            Some("length") => FinishReason::Length,
-            Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
-            Some("content_filter") => FinishReason::ContentFilter,
-            Some(other) => FinishReason::Other(other.chars().take(64).collect()),
-        };
-        out.push_back(Ok(ChatEvent::Done(reason)));
+        out.push_back(Ok(ChatEvent::Done(finish_reason(reason))));
         Ok(())
+    }
+}
+
+/// A `finish_reason` as a [`FinishReason`] (none: a plain stop).
+pub(super) fn finish_reason(reason: Option<&str>) -> FinishReason {
+    match reason {
+        None | Some("stop") => FinishReason::Stop,
+        Some("length") => FinishReason::Length,
+        Some("tool_calls" | "function_call") => FinishReason::ToolCalls,
+        Some("content_filter") => FinishReason::ContentFilter,
+        Some(other) => FinishReason::Other(other.chars().take(64).collect()),
     }
 }
 
@@ -653,8 +690,9 @@ mod tests {
             }],
             temperature: Some(0.5),
             max_tokens: None,
+            answer_schema: None,
         };
-        let wire = serde_json::to_value(WireRequest::new("m", &request)).unwrap();
+        let wire = serde_json::to_value(WireRequest::new("m", &request, true)).unwrap();
         assert_eq!(
             wire,
             serde_json::json!({
@@ -671,6 +709,27 @@ mod tests {
                 ],
                 "tools": [{"type": "function", "function": {"name": "lookup", "description": "Looks up", "parameters": {"type":"object","properties":{}}}}]
             })
+        );
+    }
+
+    #[test]
+    fn an_answer_schema_is_asked_as_a_json_schema_response_format_without_streaming() {
+        let request = ChatRequest {
+            messages: vec![Message::new(Role::User, "Extract.")],
+            answer_schema: Some(crate::providers::api::AnswerSchema {
+                name: "call_facts".into(),
+                schema: serde_json::json!({"type":"object","properties":{},"additionalProperties":false}),
+                strict: true,
+            }),
+            ..ChatRequest::default()
+        };
+        let wire = serde_json::to_value(WireRequest::new("m", &request, false)).unwrap();
+        assert_eq!(wire["stream"], false);
+        assert_eq!(
+            wire["response_format"],
+            serde_json::json!({"type": "json_schema", "json_schema": {
+                "name": "call_facts", "strict": true,
+                "schema": {"type":"object","properties":{},"additionalProperties":false}}})
         );
     }
 }

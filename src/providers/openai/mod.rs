@@ -13,6 +13,7 @@
 //! Never: puts the key anywhere but the `Authorization` header, or reads an unbounded body.
 
 pub mod chat;
+pub mod complete;
 pub mod config;
 pub mod speech;
 pub mod sse;

@@ -163,6 +163,7 @@ impl Call {
             tools: tools::offered(profile),
             temperature: profile.temperature,
             max_tokens: profile.max_tokens,
+            answer_schema: None,
         }
     }
 

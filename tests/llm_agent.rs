@@ -19,7 +19,7 @@ mod fake_openai_audio;
 #[path = "common/fake_openai_chat.rs"]
 mod fake_openai_chat;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::TestServer;
 use fake_deepgram::{FakeDeepgram, LiveScript, results};
@@ -146,6 +146,19 @@ async fn call_on(
     .await
     .expect("the call's record");
     (report, record)
+}
+
+/// When the server decided the call's (first) barge-in, from its journal.
+fn barge_in_at(server: &TestServer, report: &CallReport, record: &ServerRecord) -> Instant {
+    let journal = server
+        .journal(&report.call_uuid)
+        .expect("the call's journal");
+    journal
+        .entries()
+        .iter()
+        .find(|e| matches!(e.event, voxgate::session::journal::Event::BargeIn { .. }))
+        .map(|e| e.at)
+        .unwrap_or_else(|| panic!("no barge-in: {record:#?}"))
 }
 
 fn wait_agent() -> CallerStep {
@@ -389,15 +402,7 @@ async fn a_barge_in_cancels_the_model_and_the_voice_on_the_wire_and_the_context_
     )
     .await;
 
-    let journal = server
-        .journal(&report.call_uuid)
-        .expect("the call's journal");
-    let barge_in = journal
-        .entries()
-        .iter()
-        .find(|e| matches!(e.event, voxgate::session::journal::Event::BargeIn { .. }))
-        .map(|e| e.at)
-        .unwrap_or_else(|| panic!("no barge-in: {record:#?}"));
+    let barge_in = barge_in_at(&server, &report, &record);
     // The model's stream and the voice's socket were closed at once.
     let chat_cancel = fakes.chat.seen()[0]
         .cancelled_at
@@ -556,15 +561,7 @@ async fn openai_speech_voices_the_agent_resampled_to_the_phone_and_a_barge_in_dr
     assert_eq!(report.gaps.count, 0, "gaps in the agent's audio");
 
     // The barge-in dropped the speech request still streaming.
-    let journal = server
-        .journal(&report.call_uuid)
-        .expect("the call's journal");
-    let barge_in = journal
-        .entries()
-        .iter()
-        .find(|e| matches!(e.event, voxgate::session::journal::Event::BargeIn { .. }))
-        .map(|e| e.at)
-        .unwrap_or_else(|| panic!("no barge-in: {record:#?}"));
+    let barge_in = barge_in_at(&server, &report, &record);
     let speech = audio.speech_seen();
     for seen in &speech {
         println!(
